@@ -1,0 +1,17 @@
+"""Sampling core: samplers with the k-diffusion signature, noise, the CFG denoiser and
+``common_ksampler``. Pure torch (plus scipy/torchsde for a few samplers): no ``comfy`` import."""
+from __future__ import annotations
+
+from .core import RunInfo, SamplingBackend, StepCallback, common_ksampler, validate_latent
+from .denoiser import CFGDenoiser, StandaloneModel, parse_conditioning, reshape_mask
+from .latent_format import SD15, LatentFormat
+from .noise import SEED_MAX, BrownianTreeNoiseSampler, default_noise_sampler, prepare_noise, validate_seed
+from .registry import CFG_PP_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, SAMPLERS, get_sampler
+
+__all__ = [
+    "SAMPLERS", "SAMPLER_NAMES", "CFG_PP_SAMPLERS", "RANDOM_INPAINT_NOISE_SAMPLERS", "get_sampler",
+    "common_ksampler", "RunInfo", "SamplingBackend", "StepCallback", "validate_latent",
+    "StandaloneModel", "CFGDenoiser", "parse_conditioning", "reshape_mask",
+    "LatentFormat", "SD15",
+    "SEED_MAX", "validate_seed", "prepare_noise", "default_noise_sampler", "BrownianTreeNoiseSampler",
+]

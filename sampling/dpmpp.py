@@ -1,0 +1,292 @@
+"""DPM-Solver++ samplers (Lu et al. 2022, arXiv:2211.01095): single-step 2S (ancestral), the
+stochastic SDE variant, multistep 2M, and the 2M/3M SDE solvers, plus their CFG++ forms."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import trange
+
+from .model import is_flow, offset_first_sigma_for_snr, request_uncond
+from .steps import (
+    Stepper, ancestral_step, brownian_noise, flow_ancestral_step, flow_interpolate, lambdas, sde_exp_step,
+    sde_noise, sigma_fn, t_fn, to_d,
+)
+
+
+# --- DPM-Solver++(2S) ancestral -----------------------------------------------------------------
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
+                              s_noise=1.0, noise_sampler=None):
+    """Ancestral sampling with DPM-Solver++(2S) second-order single steps (Lu et al. 2022)."""
+    if is_flow(model):
+        return _dpmpp_2s_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = st.noise_sampler(x, noise_sampler)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            t, t_next = t_fn(sigmas[i]), t_fn(sigma_down)
+            h = t_next - t
+            s = t + 0.5 * h
+            x_2 = (sigma_fn(s) / sigma_fn(t)) * x - (-h * 0.5).expm1() * denoised
+            denoised_2 = st(x_2, sigma_fn(s))
+            x = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * denoised_2
+        if st.sig[i + 1] > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
+
+
+def _dpmpp_2s_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler):
+    """DPM-Solver++(2S) ancestral for rectified-flow models, in lambda = log((1-sigma)/sigma)."""
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = st.noise_sampler(x, noise_sampler)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        sigma_down, ratio, renoise = flow_ancestral_step(sigmas[i], sigmas[i + 1], eta)
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+        else:
+            if st.sig[i] == 1.0:
+                sigma_s = 0.9999
+            else:
+                lam_i, lam_down = ((1 - sigmas[i]) / sigmas[i]).log(), ((1 - sigma_down) / sigma_down).log()
+                sigma_s = ((lam_i + 0.5 * (lam_down - lam_i)).exp() + 1) ** -1
+            u = flow_interpolate(x, denoised, sigmas[i], sigma_s)
+            x = flow_interpolate(x, st(u, sigma_s), sigmas[i], sigma_down)
+        if st.sig[i + 1] > 0 and eta > 0:
+            x = ratio * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
+                                     s_noise=1.0, noise_sampler=None):
+    """DPM-Solver++(2S) ancestral with CFG++ (Chung et al. 2024, arXiv:2406.08070)."""
+    extra_args, tap = request_uncond(model, {} if extra_args is None else dict(extra_args))
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = st.noise_sampler(x, noise_sampler)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = denoised + to_d(x, sigmas[i], tap.get(denoised)) * sigma_down
+        else:
+            t, t_next = t_fn(sigmas[i]), t_fn(sigma_down)
+            h = t_next - t
+            s = t + 0.5 * h
+            x_2 = (sigma_fn(s) / sigma_fn(t)) * (x + (denoised - tap.get(denoised))) - (-h * 0.5).expm1() * denoised
+            denoised_2 = st(x_2, sigma_fn(s))
+            # ComfyUI reads the uncond tap again here, i.e. the midpoint evaluation's uncond.
+            x = (sigma_fn(t_next) / sigma_fn(t)) * (x + (denoised - tap.get(denoised))) - (-h).expm1() * denoised_2
+        if st.sig[i + 1] > 0:
+            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+    return x
+
+
+# --- DPM-Solver++ SDE (single step) ---------------------------------------------------------------
+@torch.no_grad()
+def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                     noise_sampler=None, r=1 / 2, cpu_tree=True):
+    """DPM-Solver++ (stochastic, second order, single step) with Brownian-tree noise (k-diffusion)."""
+    if len(sigmas) <= 1:
+        return x
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
+    lambda_fn, sigma_of = lambdas(model)
+    sigmas = offset_first_sigma_for_snr(sigmas, model)
+    fac = 1 / (2 * r)
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = denoised
+            continue
+        lambda_s, lambda_t = lambda_fn(sigmas[i]), lambda_fn(sigmas[i + 1])
+        h = lambda_t - lambda_s
+        lambda_s_1 = lambda_s + r * h
+        sigma_s_1 = sigma_of(lambda_s_1)
+        alpha_s = sigmas[i] * lambda_s.exp()
+        alpha_s_1 = sigma_s_1 * lambda_s_1.exp()
+        alpha_t = sigmas[i + 1] * lambda_t.exp()
+        # Step 1: to the intermediate point, with ancestral noise in the VE (sigma/alpha) space.
+        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_s_1.neg().exp(), eta)
+        h_ = sd.log().neg() - lambda_s
+        x_2 = (alpha_s_1 / alpha_s) * (-h_).exp() * x - alpha_s_1 * (-h_).expm1() * denoised
+        if eta > 0 and s_noise > 0:
+            x_2 = x_2 + alpha_s_1 * noise(sigmas[i], sigma_s_1) * s_noise * su
+        denoised_2 = st(x_2, sigma_s_1)
+        # Step 2: the full step with the blended prediction.
+        sd, su = ancestral_step(lambda_s.neg().exp(), lambda_t.neg().exp(), eta)
+        h_ = sd.log().neg() - lambda_s
+        denoised_d = (1 - fac) * denoised + fac * denoised_2
+        x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
+        if eta > 0 and s_noise > 0:
+            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * su
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                         noise_sampler=None, r=1 / 2):
+    """DPM-Solver++ SDE with the Brownian tree kept on the sampling device."""
+    return sample_dpmpp_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r,
+                            cpu_tree=False)
+
+
+# --- DPM-Solver++(2M) --------------------------------------------------------------------------------
+@torch.no_grad()
+def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver++(2M): second-order multistep in data prediction (Lu et al. 2022)."""
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    old_denoised = None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        st.report(i, x, sigmas[i], denoised)
+        t, t_next = t_fn(sigmas[i]), t_fn(sigmas[i + 1])
+        h = t_next - t
+        if old_denoised is not None and st.sig[i + 1] != 0:
+            r = (t - t_fn(sigmas[i - 1])) / h
+            denoised_d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
+        else:
+            denoised_d = denoised
+        x = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * denoised_d
+        old_denoised = denoised
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None):
+    """DPM-Solver++(2M) with CFG++ (Chung et al. 2024): the exponential step uses the uncond prediction."""
+    extra_args, tap = request_uncond(model, {} if extra_args is None else dict(extra_args))
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    old_uncond = None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        uncond = tap.get(denoised)
+        st.report(i, x, sigmas[i], denoised)
+        t, t_next = t_fn(sigmas[i]), t_fn(sigmas[i + 1])
+        h = t_next - t
+        mix = -torch.exp(-h) * uncond
+        if old_uncond is not None and st.sig[i + 1] != 0:
+            r = (t - t_fn(sigmas[i - 1])) / h
+            mix = mix - torch.expm1(-h) * (1 / (2 * r)) * (denoised - old_uncond)
+        x = denoised + mix + torch.exp(-h) * x
+        old_uncond = uncond
+    return x
+
+
+# --- DPM-Solver++(2M) SDE and (3M) SDE ------------------------------------------------------------
+@torch.no_grad()
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None, solver_type="midpoint", cpu_tree=True):
+    """DPM-Solver++(2M) SDE with Brownian-tree noise; ``solver_type`` 'midpoint' or 'heun'."""
+    if len(sigmas) <= 1:
+        return x
+    if solver_type not in {"heun", "midpoint"}:
+        raise ValueError("dpmpp_2m_sde: solver_type must be 'heun' or 'midpoint'")
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
+    lambda_fn, _ = lambdas(model)
+    sigmas = offset_first_sigma_for_snr(sigmas, model)
+    old_denoised, h_last, h = None, None, None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = denoised
+        else:
+            lambda_s, lambda_t = lambda_fn(sigmas[i]), lambda_fn(sigmas[i + 1])
+            h = lambda_t - lambda_s
+            h_eta = h * (eta + 1)
+            alpha_t = sigmas[i + 1] * lambda_t.exp()
+            x = sde_exp_step(x, denoised, sigmas[i], sigmas[i + 1], h, h_eta, alpha_t, eta)
+            if old_denoised is not None:
+                r = h_last / h
+                if solver_type == "heun":
+                    x = x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old_denoised)
+                else:
+                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
+            x = sde_noise(x, noise, sigmas[i], sigmas[i + 1], h, eta, s_noise)
+        old_denoised = denoised
+        h_last = h
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                            noise_sampler=None, solver_type="midpoint"):
+    """DPM-Solver++(2M) SDE with the Brownian tree kept on the sampling device."""
+    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                               solver_type, cpu_tree=False)
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                             noise_sampler=None):
+    """DPM-Solver++(2M) SDE with the Heun-type second-order correction."""
+    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, "heun")
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde_heun_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
+                                 s_noise=1.0, noise_sampler=None):
+    """DPM-Solver++(2M) SDE (Heun correction) with the Brownian tree on the sampling device."""
+    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, "heun",
+                               cpu_tree=False)
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None, cpu_tree=True):
+    """DPM-Solver++(3M) SDE: third-order multistep with Brownian-tree noise (k-diffusion)."""
+    if len(sigmas) <= 1:
+        return x
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
+    lambda_fn, _ = lambdas(model)
+    sigmas = offset_first_sigma_for_snr(sigmas, model)
+    denoised_1, denoised_2 = None, None
+    h, h_1, h_2 = None, None, None
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = denoised
+        else:
+            lambda_s, lambda_t = lambda_fn(sigmas[i]), lambda_fn(sigmas[i + 1])
+            h = lambda_t - lambda_s
+            h_eta = h * (eta + 1)
+            alpha_t = sigmas[i + 1] * lambda_t.exp()
+            x = sde_exp_step(x, denoised, sigmas[i], sigmas[i + 1], h, h_eta, alpha_t, eta)
+            if h_2 is not None:
+                r0 = h_1 / h
+                r1 = h_2 / h
+                d1_0 = (denoised - denoised_1) / r0
+                d1_1 = (denoised_1 - denoised_2) / r1
+                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+                d2 = (d1_0 - d1_1) / (r0 + r1)
+                phi_2 = h_eta.neg().expm1() / h_eta + 1
+                phi_3 = phi_2 / h_eta - 0.5
+                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
+            elif h_1 is not None:
+                r = h_1 / h
+                d = (denoised - denoised_1) / r
+                phi_2 = h_eta.neg().expm1() / h_eta + 1
+                x = x + (alpha_t * phi_2) * d
+            x = sde_noise(x, noise, sigmas[i], sigmas[i + 1], h, eta, s_noise)
+        denoised_1, denoised_2 = denoised, denoised_1
+        h_1, h_2 = h, h_1
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_3m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                            noise_sampler=None):
+    """DPM-Solver++(3M) SDE with the Brownian tree kept on the sampling device."""
+    return sample_dpmpp_3m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                               cpu_tree=False)

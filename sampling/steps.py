@@ -1,0 +1,154 @@
+"""Pieces shared by the samplers: the model-evaluation/callback driver, the ODE derivative,
+ancestral splits, churn and the SDE noise terms. Samplers compose these instead of copying them.
+
+Floating-point order follows k-diffusion/ComfyUI so results match ComfyUI bit for bit where the
+model does; branch decisions read a Python copy of the sigmas taken once per run, so the step loop
+never synchronises with the device.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import torch
+
+from .model import is_flow, model_sampling_of
+from .noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
+
+Callback = Callable[[dict], None] | None
+
+
+class Stepper:
+    """Evaluates the model at a sigma and reports steps to a k-diffusion-style callback."""
+
+    __slots__ = ("model", "s_in", "extra_args", "callback", "sig")
+
+    def __init__(self, model: Any, x: torch.Tensor, sigmas: torch.Tensor, extra_args: dict | None,
+                 callback: Callback) -> None:
+        self.model = model
+        self.s_in = x.new_ones([x.shape[0]])
+        self.extra_args = {} if extra_args is None else extra_args
+        self.callback = callback
+        self.sig: list[float] = sigmas.tolist()  # one host copy per run, for branching only
+
+    @property
+    def seed(self) -> int | None:
+        return self.extra_args.get("seed", None)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+        return self.model(x, sigma * self.s_in, **self.extra_args)
+
+    def report(self, i: int, x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor,
+               sigma_hat: torch.Tensor | None = None) -> None:
+        if self.callback is not None:
+            self.callback({"x": x, "i": i, "sigma": sigma, "sigma_hat": sigma if sigma_hat is None else sigma_hat,
+                           "denoised": denoised})
+
+    def noise_sampler(self, x: torch.Tensor, noise_sampler: NoiseSampler | None) -> NoiseSampler:
+        return default_noise_sampler(x, seed=self.seed) if noise_sampler is None else noise_sampler
+
+
+def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
+    return v[(...,) + (None,) * (ndim - v.ndim)]
+
+
+def to_d(x: torch.Tensor, sigma: torch.Tensor, denoised: torch.Tensor) -> torch.Tensor:
+    """The probability-flow ODE derivative dx/dsigma = (x - D(x)) / sigma (Karras et al. 2022, eq. 3)."""
+    return (x - denoised) / append_dims(sigma, x.ndim)
+
+
+def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float = 1.0):
+    """Split a step sigma_from -> sigma_to into a deterministic step to sigma_down and fresh noise
+    of std sigma_up, with sigma_down^2 + sigma_up^2 = sigma_to^2 (DDIM eta, Song et al. 2021)."""
+    if not eta:
+        return sigma_to, 0.0
+    sigma_up = torch.minimum(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
+    sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
+    return sigma_down, sigma_up
+
+
+def flow_ancestral_step(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float):
+    """The rectified-flow analogue of :func:`ancestral_step`: returns (sigma_down, alpha ratio,
+    renoise coefficient) so that ``x = ratio * x_down + renoise * noise`` lands on sigma_next."""
+    downstep_ratio = 1 + (sigma_next / sigma - 1) * eta
+    sigma_down = sigma_next * downstep_ratio
+    alpha_ip1 = 1 - sigma_next
+    alpha_down = 1 - sigma_down
+    renoise_coeff = (sigma_next ** 2 - sigma_down ** 2 * alpha_ip1 ** 2 / alpha_down ** 2) ** 0.5
+    return sigma_down, alpha_ip1 / alpha_down, renoise_coeff
+
+
+def flow_interpolate(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_target) -> torch.Tensor:
+    """Move along the straight flow path from (x at sigma) towards the prediction, to sigma_target."""
+    ratio = sigma_target / sigma
+    return ratio * x + (1 - ratio) * denoised
+
+
+def churn(st: Stepper, x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, s_tmin: float,
+          s_tmax: float, s_noise: float, noise: NoiseSampler | None):
+    """Karras et al. (2022) Algorithm 2 "churn": raise sigma_i to sigma_hat by adding fresh noise.
+
+    Returns (x, sigma_hat). Inactive (the default) when ``s_churn`` is 0.
+    """
+    gamma = 0.0
+    if s_churn > 0 and s_tmin <= st.sig[i] <= s_tmax:
+        gamma = min(s_churn / (len(st.sig) - 1), 2 ** 0.5 - 1)
+    if gamma <= 0:
+        return x, sigmas[i]
+    sigma_hat = sigmas[i] * (gamma + 1)
+    eps = noise(sigmas[i], sigma_hat) * s_noise
+    return x + eps * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5, sigma_hat
+
+
+def lambdas(model: Any):
+    """(lambda_fn, sigma_fn) for the model's half log-SNR, flow-aware."""
+    flow = is_flow(model)
+    return ((lambda s: s.logit().neg()) if flow else (lambda s: s.log().neg()),
+            (lambda l: l.neg().sigmoid()) if flow else (lambda l: l.neg().exp()))
+
+
+def t_fn(sigma: torch.Tensor) -> torch.Tensor:
+    """DPM-Solver time t = -log(sigma) (for VE/EPS models)."""
+    return sigma.log().neg()
+
+
+def sigma_fn(t: torch.Tensor) -> torch.Tensor:
+    return t.neg().exp()
+
+
+def phi_1(h: torch.Tensor) -> torch.Tensor:
+    """h * phi_1(h) = e^h - 1, the first exponential-integrator weight."""
+    return torch.expm1(h)
+
+
+def phi_2(h: torch.Tensor) -> torch.Tensor:
+    """h * phi_2(h) = (e^h - 1 - h) / h."""
+    return (torch.expm1(h) - h) / h
+
+
+def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seed: int | None, cpu_tree: bool) -> NoiseSampler:
+    """A Brownian-tree noise source over the run's positive sigma range (SDE samplers)."""
+    positive = sigmas[sigmas > 0]
+    return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seed, cpu=cpu_tree)
+
+
+def sde_exp_step(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
+                 h: torch.Tensor, h_eta: torch.Tensor, alpha_t: torch.Tensor, eta: float) -> torch.Tensor:
+    """First-order DPM-Solver++ SDE step in data prediction (Lu et al. 2022, arXiv:2211.01095)."""
+    return sigma_next / sigma * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+
+
+def sde_noise(x: torch.Tensor, noise: NoiseSampler, sigma: torch.Tensor, sigma_next: torch.Tensor,
+              h: torch.Tensor, eta: float, s_noise: float) -> torch.Tensor:
+    """Add the noise that keeps a DPM-Solver++ SDE step on the marginals: sigma' * sqrt(1 - e^(-2 h eta))."""
+    if eta > 0 and s_noise > 0:
+        x = x + noise(sigma, sigma_next) * sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+    return x
+
+
+def lcm_renoise(model: Any, x: torch.Tensor, sigma_next: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """Put a clean estimate back on the noise level sigma_next (consistency-model multistep)."""
+    return model_sampling_of(model).noise_scaling(sigma_next, noise, x)
+
+
+INF = math.inf
