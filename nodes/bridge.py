@@ -1,0 +1,59 @@
+"""Turning a node's MODEL input into a sampling backend, and per-run observers.
+
+A MODEL is either a standalone model (``sampling.StandaloneModel``, used by the golden runner,
+tests and the standalone runtime) or, inside ComfyUI, a ModelPatcher, which
+``comfy_bridge.ComfyBackend`` wraps lazily so that nothing imports ``comfy`` outside ComfyUI.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import torch
+
+from ..sampling.core import RunInfo
+
+__all__ = ["as_backend", "is_comfy_model", "Observer", "observe", "current_observer"]
+
+
+def is_comfy_model(model: Any) -> bool:
+    return hasattr(model, "get_model_object") and hasattr(model, "model_options") and hasattr(model, "load_device")
+
+
+def as_backend(model: Any):
+    if hasattr(model, "sample") and hasattr(model, "model_sampling") and hasattr(model, "fix_empty_latent_channels"):
+        return model
+    if is_comfy_model(model):
+        from .comfy_bridge import ComfyBackend
+
+        return ComfyBackend(model)
+    raise ValueError(f"model: expected a MODEL (a ComfyUI model or a Stepwise standalone model), "
+                     f"got {type(model).__name__}")
+
+
+@dataclass
+class Observer:
+    """Receives what a sampler node does: each step's callback and the run's :class:`RunInfo`."""
+
+    on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None
+    runs: list[RunInfo] = field(default_factory=list)
+    show_progress: bool = False
+
+
+_OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("stepwise_observer", default=None)
+
+
+def current_observer() -> Observer | None:
+    return _OBSERVER.get()
+
+
+@contextlib.contextmanager
+def observe(observer: Observer) -> Iterator[Observer]:
+    """Within the block, Stepwise sampler nodes report to ``observer`` (standalone runs and tests)."""
+    token = _OBSERVER.set(observer)
+    try:
+        yield observer
+    finally:
+        _OBSERVER.reset(token)

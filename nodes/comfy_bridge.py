@@ -1,0 +1,94 @@
+"""Inside ComfyUI: run our sampler functions through ComfyUI's own guider.
+
+``comfy.samplers.CFGGuider`` does conditioning (areas, masks, hooks, ControlNet, patches), latent
+in/out and inpaint masking; ``comfy.samplers.KSAMPLER`` does the initial noise scaling. We supply
+sigmas, noise, the sampler function and the callback. Only imported when a ComfyUI MODEL arrives.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+import comfy.model_management
+import comfy.model_patcher
+import comfy.model_sampling
+import comfy.sample
+import comfy.samplers
+
+from ..sampling.model import UncondTap
+
+__all__ = ["ComfyBackend", "ComfyModelView", "ComfyModelSampling"]
+
+
+class ComfyModelSampling:
+    """ComfyUI's model_sampling seen through our protocol (adds ``prediction``)."""
+
+    def __init__(self, ms: Any) -> None:
+        self._ms = ms
+        self.prediction = "const" if isinstance(ms, comfy.model_sampling.CONST) else "eps"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ms, name)
+
+    @property
+    def sigma_min(self):
+        return self._ms.sigma_min
+
+    @property
+    def sigma_max(self):
+        return self._ms.sigma_max
+
+
+class ComfyModelView:
+    """What our samplers see inside ComfyUI: ComfyUI's inpaint-aware denoiser plus the model's
+    sampling description and a CFG++ uncond tap built on ComfyUI's post-CFG hook."""
+
+    def __init__(self, model_k: Any) -> None:
+        self._model_k = model_k
+        self.model_sampling = ComfyModelSampling(model_k.inner_model.inner_model.model_sampling)
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, **extra_args: Any) -> torch.Tensor:
+        return self._model_k(x, sigma, **extra_args)
+
+    def request_uncond(self, extra_args: dict) -> tuple[dict, UncondTap]:
+        tap = UncondTap()
+
+        def post_cfg(args: dict) -> torch.Tensor:
+            tap.value = args["uncond_denoised"]
+            return args["denoised"]
+
+        extra = dict(extra_args)
+        options = extra.get("model_options", {}).copy()
+        extra["model_options"] = comfy.model_patcher.set_model_options_post_cfg_function(
+            options, post_cfg, disable_cfg1_optimization=True)
+        return extra, tap
+
+
+class _SamplerFunction:
+    def __init__(self, fn) -> None:
+        self.fn = fn
+
+    def __call__(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        return self.fn(ComfyModelView(model_k), x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
+                       **options)
+
+
+class ComfyBackend:
+    def __init__(self, model_patcher: Any) -> None:
+        self.patcher = model_patcher
+        self.model_sampling = model_patcher.get_model_object("model_sampling")
+
+    def fix_empty_latent_channels(self, latent: torch.Tensor) -> torch.Tensor:
+        return comfy.sample.fix_empty_latent_channels(self.patcher, latent)
+
+    def sample(self, noise, latent_image, sampler_fn, sigmas, positive, negative, cfg, noise_mask=None,
+               callback=None, seed=None, disable_pbar=True, random_inpaint_noise=False):
+        sampler = comfy.samplers.KSAMPLER(_SamplerFunction(sampler_fn),
+                                          inpaint_options={"random": True} if random_inpaint_noise else {})
+        guider = comfy.samplers.CFGGuider(self.patcher)
+        guider.set_conds(positive, negative)
+        guider.set_cfg(cfg)
+        samples = guider.sample(noise, latent_image, sampler, sigmas.to(self.patcher.load_device),
+                                denoise_mask=noise_mask, callback=callback, disable_pbar=disable_pbar, seed=seed)
+        return samples.to(comfy.model_management.intermediate_device())
