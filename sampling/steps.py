@@ -62,7 +62,9 @@ def ancestral_step(sigma_from: torch.Tensor, sigma_to: torch.Tensor, eta: float 
     of std sigma_up, with sigma_down^2 + sigma_up^2 = sigma_to^2 (DDIM eta, Song et al. 2021)."""
     if not eta:
         return sigma_to, 0.0
-    sigma_up = torch.minimum(sigma_to, eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5)
+    up = eta * (sigma_to ** 2 * (sigma_from ** 2 - sigma_to ** 2) / sigma_from ** 2) ** 0.5
+    # Python's min(sigma_to, up): a NaN ``up`` (sigma_from = inf at a flow model's sigma 1) keeps sigma_to.
+    sigma_up = torch.where(up < sigma_to, up, sigma_to)
     sigma_down = (sigma_to ** 2 - sigma_up ** 2) ** 0.5
     return sigma_down, sigma_up
 

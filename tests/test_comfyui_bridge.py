@@ -1,0 +1,108 @@
+"""Optional integration test: our nodes inside a real ComfyUI equal ComfyUI's own KSampler.
+
+Runs only when STEPWISE_COMFYUI points at a ComfyUI checkout (with its requirements installed).
+CI has no ComfyUI, so there it is skipped with that reason; the golden tests cover the numbers.
+"""
+from __future__ import annotations
+
+import importlib.machinery
+import os
+import sys
+import types
+
+import pytest
+import torch
+
+COMFY = os.environ.get("STEPWISE_COMFYUI")
+pytestmark = pytest.mark.skipif(not COMFY, reason="set STEPWISE_COMFYUI to a ComfyUI checkout to run")
+
+
+@pytest.fixture(scope="module")
+def comfy_env():
+    sys.path.insert(0, COMFY)
+    for name in ("torchvision", "torchvision.transforms"):  # torchvision does not load beside the CPU torch
+        stub = types.ModuleType(name)
+        stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
+        sys.modules.setdefault(name, stub)
+    sys.argv = [sys.argv[0], "--cpu"]
+    import comfy.options
+
+    comfy.options.enable_args_parsing()
+    import comfy.model_base
+    import comfy.model_management
+    import comfy.model_patcher
+    import comfy.supported_models
+    import nodes
+
+    return nodes, comfy
+
+
+class _ToyUNet(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+        self.dtype = torch.float32
+
+    def forward(self, x, timesteps=None, context=None, **kwargs):
+        return self.net(x, timesteps, context)
+
+
+def _patcher(comfy, toy_net):
+    config = comfy.supported_models.SD15({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
+    base.diffusion_model = _ToyUNet(toy_net)
+    return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+from stepwise_sampler.sampling import SAMPLER_NAMES  # noqa: E402
+
+CASES = [(name, "karras", 5.0, None) for name in SAMPLER_NAMES] + [
+    ("euler", "normal", 7.0, None), ("euler_ancestral", "karras", 7.0, None), ("dpmpp_2m_sde", "karras", 7.0, None),
+    ("uni_pc", "normal", 7.0, None), ("dpmpp_2m_cfg_pp", "karras", 1.0, None), ("res_multistep_cfg_pp", "normal", 4.0, None),
+    ("sa_solver", "karras", 7.0, None), ("ddim", "normal", 7.0, "mask"), ("lcm", "normal", 7.0, "mask"),
+    ("dpm_adaptive", "normal", 7.0, None), ("heunpp2", "beta", 2.0, None),
+]
+
+
+@pytest.mark.parametrize("sampler, scheduler, cfg, mask", CASES)
+def test_stepwise_nodes_equal_core_nodes_inside_comfyui(comfy_env, golden_set, sampler, scheduler, cfg, mask):
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": golden_set.tensors["latent/img_1x4x8x8"].clone()}
+    if mask:
+        latent["noise_mask"] = golden_set.tensors["mask/half_1x1x8x8"].clone()
+    args = (patcher, 42, 8, cfg, sampler, scheduler, pos, neg, latent, 0.7)
+    (core,) = nodes.KSampler().sample(*args)
+    (ours,) = StepwiseKSampler().sample(*args)
+    assert torch.allclose(ours["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+
+    adv = (patcher, "enable", 42, 10, cfg, sampler, scheduler, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 2, 7,
+           "enable")
+    (core_a,) = nodes.KSamplerAdvanced().sample(*adv)
+    (ours_a,) = StepwiseKSamplerAdvanced().sample(*adv)
+    assert torch.allclose(ours_a["samples"], core_a["samples"], rtol=1e-5, atol=1e-5)
+
+
+FLOW_SAMPLERS = SAMPLER_NAMES
+
+
+@pytest.mark.parametrize("sampler", FLOW_SAMPLERS)
+def test_flow_models_inside_comfyui(comfy_env, golden_set, sampler):
+    """Rectified-flow (CONST) models take other ancestral/SNR formulas; they must match core too."""
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSampler
+
+    config = comfy.supported_models.SD15({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(config, model_type=comfy.model_base.ModelType.FLOW, device=torch.device("cpu"))
+    base.diffusion_model = _ToyUNet(golden_set.model.network)
+    patcher = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    args = (patcher, 3, 8, 3.0, sampler, "simple", pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 1.0)
+    (core,) = nodes.KSampler().sample(*args)
+    (ours,) = StepwiseKSampler().sample(*args)
+    assert torch.allclose(ours["samples"], core["samples"], rtol=1e-5, atol=1e-5)
