@@ -5,60 +5,49 @@ from __future__ import annotations
 import torch
 from tqdm.auto import trange
 
-from .model import is_flow, offset_first_sigma_for_snr, request_uncond
+from .model import offset_first_sigma_for_snr, request_uncond
 from .steps import (
-    Stepper, ancestral_step, brownian_noise, flow_ancestral_step, flow_interpolate, lambdas, sde_exp_step,
+    Ancestral, Stepper, ancestral_step, brownian_noise, flow_interpolate, lambdas, sde_exp_step,
     sde_noise, sigma_fn, t_fn, to_d,
 )
 
 
 # --- DPM-Solver++(2S) ancestral -----------------------------------------------------------------
+def _dpmpp_2s_midpoint_sigma(st: Stepper, anc: Ancestral, i: int, sigmas, sigma_down):
+    """The sigma of the 2S intermediate evaluation: the midpoint in half log-SNR."""
+    if not anc.flow:
+        t, t_next = t_fn(sigmas[i]), t_fn(sigma_down)
+        return sigma_fn(t + 0.5 * (t_next - t))
+    if st.sig[i] == 1.0:
+        return 0.9999
+    lam_i, lam_down = ((1 - sigmas[i]) / sigmas[i]).log(), ((1 - sigma_down) / sigma_down).log()
+    return ((lam_i + 0.5 * (lam_down - lam_i)).exp() + 1) ** -1
+
+
 @torch.no_grad()
 def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                               s_noise=1.0, noise_sampler=None):
     """Ancestral sampling with DPM-Solver++(2S) second-order single steps (Lu et al. 2022)."""
-    if is_flow(model):
-        return _dpmpp_2s_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler)
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler)
+    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler))
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
-        sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        sigma_down = anc.split(sigmas[i], sigmas[i + 1])
         st.report(i, x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
             x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
+            continue
+        sigma_s = _dpmpp_2s_midpoint_sigma(st, anc, i, sigmas, sigma_down)
+        if anc.flow:
+            u = flow_interpolate(x, denoised, sigmas[i], sigma_s)
+            x = flow_interpolate(x, st(u, sigma_s), sigmas[i], sigma_down)
         else:
             t, t_next = t_fn(sigmas[i]), t_fn(sigma_down)
             h = t_next - t
-            s = t + 0.5 * h
-            x_2 = (sigma_fn(s) / sigma_fn(t)) * x - (-h * 0.5).expm1() * denoised
-            denoised_2 = st(x_2, sigma_fn(s))
+            x_2 = (sigma_s / sigma_fn(t)) * x - (-h * 0.5).expm1() * denoised
+            denoised_2 = st(x_2, sigma_s)
             x = (sigma_fn(t_next) / sigma_fn(t)) * x - (-h).expm1() * denoised_2
-        if st.sig[i + 1] > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
-    return x
-
-
-def _dpmpp_2s_ancestral_flow(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler):
-    """DPM-Solver++(2S) ancestral for rectified-flow models, in lambda = log((1-sigma)/sigma)."""
-    st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler)
-    for i in trange(len(sigmas) - 1, disable=disable):
-        denoised = st(x, sigmas[i])
-        sigma_down, ratio, renoise = flow_ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        st.report(i, x, sigmas[i], denoised)
-        if st.sig[i + 1] == 0:
-            x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
-        else:
-            if st.sig[i] == 1.0:
-                sigma_s = 0.9999
-            else:
-                lam_i, lam_down = ((1 - sigmas[i]) / sigmas[i]).log(), ((1 - sigma_down) / sigma_down).log()
-                sigma_s = ((lam_i + 0.5 * (lam_down - lam_i)).exp() + 1) ** -1
-            u = flow_interpolate(x, denoised, sigmas[i], sigma_s)
-            x = flow_interpolate(x, st(u, sigma_s), sigmas[i], sigma_down)
-        if st.sig[i + 1] > 0 and eta > 0:
-            x = ratio * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
+        x = anc.renoise(x, sigmas[i], sigmas[i + 1])
     return x
 
 
@@ -181,19 +170,52 @@ def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, dis
 
 
 # --- DPM-Solver++(2M) SDE and (3M) SDE ------------------------------------------------------------
-@torch.no_grad()
-def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                        noise_sampler=None, solver_type="midpoint", cpu_tree=True):
-    """DPM-Solver++(2M) SDE with Brownian-tree noise; ``solver_type`` 'midpoint' or 'heun'."""
+def _correct_midpoint(x, denoised, past_d, past_h, h, h_eta, alpha_t):
+    """Second-order multistep correction, midpoint form."""
+    if not past_d:
+        return x
+    r = past_h[0] / h
+    return x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - past_d[0])
+
+
+def _correct_heun(x, denoised, past_d, past_h, h, h_eta, alpha_t):
+    """Second-order multistep correction, Heun (trapezoid) form."""
+    if not past_d:
+        return x
+    r = past_h[0] / h
+    return x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - past_d[0])
+
+
+def _correct_third_order(x, denoised, past_d, past_h, h, h_eta, alpha_t):
+    """Third-order multistep correction from two past predictions (second order after one)."""
+    phi_2 = h_eta.neg().expm1() / h_eta + 1
+    if len(past_h) > 1 and past_h[1] is not None:
+        r0 = past_h[0] / h
+        r1 = past_h[1] / h
+        d1_0 = (denoised - past_d[0]) / r0
+        d1_1 = (past_d[0] - past_d[1]) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_3 = phi_2 / h_eta - 0.5
+        return x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
+    if past_h and past_h[0] is not None:
+        return x + (alpha_t * phi_2) * ((denoised - past_d[0]) / (past_h[0] / h))
+    return x
+
+
+def _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, cpu_tree,
+                         correct, history):
+    """DPM-Solver++ multistep SDE driver: first-order exponential step, a multistep correction from
+    the last ``history`` predictions, then Brownian-tree noise (Lu et al. 2022; k-diffusion)."""
     if len(sigmas) <= 1:
         return x
-    if solver_type not in {"heun", "midpoint"}:
-        raise ValueError("dpmpp_2m_sde: solver_type must be 'heun' or 'midpoint'")
     st = Stepper(model, x, sigmas, extra_args, callback)
     noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
     lambda_fn, _ = lambdas(model)
     sigmas = offset_first_sigma_for_snr(sigmas, model)
-    old_denoised, h_last, h = None, None, None
+    past_d: list = []  # newest first
+    past_h: list = []
+    h = None
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
         st.report(i, x, sigmas[i], denoised)
@@ -205,16 +227,22 @@ def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disabl
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()
             x = sde_exp_step(x, denoised, sigmas[i], sigmas[i + 1], h, h_eta, alpha_t, eta)
-            if old_denoised is not None:
-                r = h_last / h
-                if solver_type == "heun":
-                    x = x + alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r) * (denoised - old_denoised)
-                else:
-                    x = x + 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r) * (denoised - old_denoised)
+            x = correct(x, denoised, past_d, past_h, h, h_eta, alpha_t)
             x = sde_noise(x, noise, sigmas[i], sigmas[i + 1], h, eta, s_noise)
-        old_denoised = denoised
-        h_last = h
+        past_d = [denoised] + past_d[:history - 1]
+        past_h = [h] + past_h[:history - 1]
     return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                        noise_sampler=None, solver_type="midpoint", cpu_tree=True):
+    """DPM-Solver++(2M) SDE with Brownian-tree noise; ``solver_type`` 'midpoint' or 'heun'."""
+    corrections = {"midpoint": _correct_midpoint, "heun": _correct_heun}
+    if solver_type not in corrections:
+        raise ValueError("dpmpp_2m_sde: solver_type must be 'heun' or 'midpoint'")
+    return _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                                cpu_tree, corrections[solver_type], history=1)
 
 
 @torch.no_grad()
@@ -244,44 +272,8 @@ def sample_dpmpp_2m_sde_heun_gpu(model, x, sigmas, extra_args=None, callback=Non
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
                         noise_sampler=None, cpu_tree=True):
     """DPM-Solver++(3M) SDE: third-order multistep with Brownian-tree noise (k-diffusion)."""
-    if len(sigmas) <= 1:
-        return x
-    st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
-    lambda_fn, _ = lambdas(model)
-    sigmas = offset_first_sigma_for_snr(sigmas, model)
-    denoised_1, denoised_2 = None, None
-    h, h_1, h_2 = None, None, None
-    for i in trange(len(sigmas) - 1, disable=disable):
-        denoised = st(x, sigmas[i])
-        st.report(i, x, sigmas[i], denoised)
-        if st.sig[i + 1] == 0:
-            x = denoised
-        else:
-            lambda_s, lambda_t = lambda_fn(sigmas[i]), lambda_fn(sigmas[i + 1])
-            h = lambda_t - lambda_s
-            h_eta = h * (eta + 1)
-            alpha_t = sigmas[i + 1] * lambda_t.exp()
-            x = sde_exp_step(x, denoised, sigmas[i], sigmas[i + 1], h, h_eta, alpha_t, eta)
-            if h_2 is not None:
-                r0 = h_1 / h
-                r1 = h_2 / h
-                d1_0 = (denoised - denoised_1) / r0
-                d1_1 = (denoised_1 - denoised_2) / r1
-                d1 = d1_0 + (d1_0 - d1_1) * r0 / (r0 + r1)
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                phi_3 = phi_2 / h_eta - 0.5
-                x = x + (alpha_t * phi_2) * d1 - (alpha_t * phi_3) * d2
-            elif h_1 is not None:
-                r = h_1 / h
-                d = (denoised - denoised_1) / r
-                phi_2 = h_eta.neg().expm1() / h_eta + 1
-                x = x + (alpha_t * phi_2) * d
-            x = sde_noise(x, noise, sigmas[i], sigmas[i + 1], h, eta, s_noise)
-        denoised_1, denoised_2 = denoised, denoised_1
-        h_1, h_2 = h, h_1
-    return x
+    return _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
+                                cpu_tree, _correct_third_order, history=2)
 
 
 @torch.no_grad()

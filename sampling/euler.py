@@ -9,10 +9,8 @@ import numpy
 import torch
 from tqdm.auto import trange
 
-from .model import is_flow, request_uncond
-from .steps import (
-    Stepper, ancestral_step, churn, flow_ancestral_step, flow_interpolate, lambdas, to_d,
-)
+from .model import request_uncond
+from .steps import Ancestral, Churned, Stepper, ancestral_step, lambdas, to_d
 
 
 @torch.no_grad()
@@ -20,12 +18,9 @@ def sample_euler(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Euler steps on the probability-flow ODE (Karras et al. 2022, Algorithm 2 with Euler steps)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler) if s_churn > 0 else None
+    karras = Churned(st, x, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
     for i in trange(len(sigmas) - 1, disable=disable):
-        x, sigma_hat = churn(st, x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise)
-        denoised = st(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        st.report(i, x, sigmas[i], denoised, sigma_hat)
+        x, sigma_hat, denoised, d = karras.evaluate(x, sigmas, i)
         x = x + d * (sigmas[i + 1] - sigma_hat)
     return x
 
@@ -35,23 +30,15 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
                            noise_sampler=None):
     """Ancestral Euler: an Euler step to sigma_down plus fresh noise sigma_up (k-diffusion)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler)
-    flow = is_flow(model)
+    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler))
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
-        if not flow:
-            sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        anc.split(sigmas[i], sigmas[i + 1])
         st.report(i, x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
             x = denoised
-        elif flow:
-            sigma_down, ratio, renoise = flow_ancestral_step(sigmas[i], sigmas[i + 1], eta)
-            x = flow_interpolate(x, denoised, sigmas[i], sigma_down)
-            if eta > 0:
-                x = ratio * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
         else:
-            d = to_d(x, sigmas[i], denoised)
-            x = x + d * (sigma_down - sigmas[i]) + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = anc.renoise(anc.euler(x, denoised, sigmas[i]), sigmas[i], sigmas[i + 1])
     return x
 
 
@@ -98,12 +85,9 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
                 s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Heun's second-order method (Karras et al. 2022, Algorithm 2)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler) if s_churn > 0 else None
+    karras = Churned(st, x, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
     for i in trange(len(sigmas) - 1, disable=disable):
-        x, sigma_hat = churn(st, x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise)
-        denoised = st(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        st.report(i, x, sigmas[i], denoised, sigma_hat)
+        x, sigma_hat, denoised, d = karras.evaluate(x, sigmas, i)
         dt = sigmas[i + 1] - sigma_hat
         if st.sig[i + 1] == 0:
             x = x + d * dt
@@ -117,13 +101,10 @@ def sample_heunpp2(model, x, sigmas, extra_args=None, callback=None, disable=Non
                    s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """Heun++ (Carzit, sd-webui-samplers-scheduler): third-order-style slope blend weighted by sigma."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler) if s_churn > 0 else None
+    karras = Churned(st, x, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
     s_end = st.sig[-1]
     for i in trange(len(sigmas) - 1, disable=disable):
-        x, sigma_hat = churn(st, x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise)
-        denoised = st(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        st.report(i, x, sigmas[i], denoised, sigma_hat)
+        x, sigma_hat, denoised, d = karras.evaluate(x, sigmas, i)
         dt = sigmas[i + 1] - sigma_hat
         if st.sig[i + 1] == s_end:
             x = x + d * dt
@@ -160,12 +141,9 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
                  s_tmax=float("inf"), s_noise=1.0, noise_sampler=None):
     """DPM-Solver-2 steps in the style of Karras et al. (2022) Algorithm 2."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler) if s_churn > 0 else None
+    karras = Churned(st, x, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
     for i in trange(len(sigmas) - 1, disable=disable):
-        x, sigma_hat = churn(st, x, sigmas, i, s_churn, s_tmin, s_tmax, s_noise, noise)
-        denoised = st(x, sigma_hat)
-        d = to_d(x, sigma_hat, denoised)
-        st.report(i, x, sigmas[i], denoised, sigma_hat)
+        x, sigma_hat, denoised, d = karras.evaluate(x, sigmas, i)
         if st.sig[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigma_hat)
         else:
@@ -178,24 +156,16 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
                            noise_sampler=None):
     """Ancestral sampling with DPM-Solver-2 steps to sigma_down (k-diffusion)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = st.noise_sampler(x, noise_sampler)
-    flow = is_flow(model)
+    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler))
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
-        if flow:
-            sigma_down, ratio, renoise = flow_ancestral_step(sigmas[i], sigmas[i + 1], eta)
-        else:
-            sigma_down, sigma_up = ancestral_step(sigmas[i], sigmas[i + 1], eta=eta)
+        sigma_down = anc.split(sigmas[i], sigmas[i + 1])
         st.report(i, x, sigmas[i], denoised)
         d = to_d(x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
             x = x + d * (sigma_down - sigmas[i])
-            continue
-        x = _dpm2_midpoint(st, x, d, sigmas[i], sigma_down)
-        if flow:
-            x = ratio * x + noise(sigmas[i], sigmas[i + 1]) * s_noise * renoise
         else:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = anc.renoise(_dpm2_midpoint(st, x, d, sigmas[i], sigma_down), sigmas[i], sigmas[i + 1])
     return x
 
 

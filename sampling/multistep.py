@@ -43,29 +43,6 @@ def _combine(d_cur: torch.Tensor, hist: _History, coeffs) -> torch.Tensor:
     return acc
 
 
-@torch.no_grad()
-def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
-    """Improved pseudo numerical method (iPNDM): Adams-Bashforth on the sigma ODE with
-    lower-order warm start (Zhang & Chen 2023, arXiv:2204.13902)."""
-    st = Stepper(model, x, sigmas, extra_args, callback)
-    hist = _History(max_order - 1)
-    for i in trange(len(sigmas) - 1, disable=disable):
-        denoised = st(x, sigmas[i])
-        st.report(i, x, sigmas[i], denoised)
-        d_cur = (x - denoised) / sigmas[i]
-        order = min(max_order, i + 1)
-        if st.sig[i + 1] == 0:
-            x_next = denoised
-        elif order == 1:
-            x_next = x + (sigmas[i + 1] - sigmas[i]) * d_cur
-        else:
-            nums, den = _ADAMS_BASHFORTH[order]
-            x_next = x + (sigmas[i + 1] - sigmas[i]) * _combine(d_cur, hist, nums) / den
-        hist.push(d_cur)
-        x = x_next
-    return x
-
-
 def _ipndm_v_coeffs(order: int, h: list[torch.Tensor]) -> list[torch.Tensor]:
     """Variable-step Adams-Bashforth weights; h[0] is the current step, h[k] the k-th previous one."""
     h_n = h[0]
@@ -87,9 +64,19 @@ def _ipndm_v_coeffs(order: int, h: list[torch.Tensor]) -> list[torch.Tensor]:
             -temp2 * ratio * h_n_1 / h_n_2]
 
 
-@torch.no_grad()
-def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
-    """iPNDM with variable-step Adams-Bashforth weights (Zhang & Chen 2023; diff-solvers)."""
+def _ab_fixed(order: int, sigmas, i: int, dt):
+    """Adams-Bashforth weights for equal steps (numerators, denominator)."""
+    return _ADAMS_BASHFORTH[order]
+
+
+def _ab_variable(order: int, sigmas, i: int, dt):
+    """Adams-Bashforth weights for the actual, unequal step sizes."""
+    h = [dt] + [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
+    return _ipndm_v_coeffs(order, h), 1
+
+
+def _ipndm(model, x, sigmas, extra_args, callback, disable, max_order, weights):
+    """iPNDM driver: Adams-Bashforth on the sigma ODE with a lower-order warm start."""
     st = Stepper(model, x, sigmas, extra_args, callback)
     hist = _History(max_order - 1)
     for i in trange(len(sigmas) - 1, disable=disable):
@@ -103,11 +90,24 @@ def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=Non
         elif order == 1:
             x_next = x + dt * d_cur
         else:
-            h = [dt] + [sigmas[i - k] - sigmas[i - k - 1] for k in range(order - 1)]
-            x_next = x + dt * _combine(d_cur, hist, _ipndm_v_coeffs(order, h))
+            coeffs, den = weights(order, sigmas, i, dt)
+            x_next = x + dt * _combine(d_cur, hist, coeffs) / den
         hist.push(d_cur)
         x = x_next
     return x
+
+
+@torch.no_grad()
+def sample_ipndm(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
+    """Improved pseudo numerical method (iPNDM): fixed-step Adams-Bashforth on the sigma ODE
+    (Zhang & Chen 2023, arXiv:2204.13902)."""
+    return _ipndm(model, x, sigmas, extra_args, callback, disable, max_order, _ab_fixed)
+
+
+@torch.no_grad()
+def sample_ipndm_v(model, x, sigmas, extra_args=None, callback=None, disable=None, max_order=4):
+    """iPNDM with variable-step Adams-Bashforth weights (Zhang & Chen 2023; diff-solvers)."""
+    return _ipndm(model, x, sigmas, extra_args, callback, disable, max_order, _ab_variable)
 
 
 def deis_coefficients(sigmas: torch.Tensor, max_order: int, n_points: int = 10000) -> list[list[torch.Tensor]]:

@@ -86,20 +86,64 @@ def flow_interpolate(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tenso
     return ratio * x + (1 - ratio) * denoised
 
 
-def churn(st: Stepper, x: torch.Tensor, sigmas: torch.Tensor, i: int, s_churn: float, s_tmin: float,
-          s_tmax: float, s_noise: float, noise: NoiseSampler | None):
-    """Karras et al. (2022) Algorithm 2 "churn": raise sigma_i to sigma_hat by adding fresh noise.
+class Ancestral:
+    """The ancestral split for eps/v models (:func:`ancestral_step`) or flow models
+    (:func:`flow_ancestral_step`): a deterministic move to sigma_down, then renoising to sigma_next."""
 
-    Returns (x, sigma_hat). Inactive (the default) when ``s_churn`` is 0.
-    """
-    gamma = 0.0
-    if s_churn > 0 and s_tmin <= st.sig[i] <= s_tmax:
-        gamma = min(s_churn / (len(st.sig) - 1), 2 ** 0.5 - 1)
-    if gamma <= 0:
-        return x, sigmas[i]
-    sigma_hat = sigmas[i] * (gamma + 1)
-    eps = noise(sigmas[i], sigma_hat) * s_noise
-    return x + eps * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5, sigma_hat
+    __slots__ = ("flow", "eta", "s_noise", "noise", "down", "up", "ratio")
+
+    def __init__(self, model: Any, eta: float, s_noise: float, noise: NoiseSampler) -> None:
+        self.flow = is_flow(model)
+        self.eta, self.s_noise, self.noise = eta, s_noise, noise
+        self.down = self.up = self.ratio = None
+
+    def split(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        if self.flow:
+            self.down, self.ratio, self.up = flow_ancestral_step(sigma, sigma_next, self.eta)
+        else:
+            self.down, self.up = ancestral_step(sigma, sigma_next, eta=self.eta)
+        return self.down
+
+    def euler(self, x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """An Euler step from sigma to sigma_down (a straight-path interpolation for flow models)."""
+        if self.flow:
+            return flow_interpolate(x, denoised, sigma, self.down)
+        return x + to_d(x, sigma, denoised) * (self.down - sigma)
+
+    def renoise(self, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        if not self.eta:
+            return x
+        if self.flow:
+            return self.ratio * x + self.noise(sigma, sigma_next) * self.s_noise * self.up
+        return x + self.noise(sigma, sigma_next) * self.s_noise * self.up
+
+
+class Churned:
+    """Karras et al. (2022) Algorithm 2 evaluation: optional "churn" (raise sigma_i to sigma_hat with
+    fresh noise), the model call, the ODE derivative and the callback. Churn is off by default."""
+
+    __slots__ = ("st", "s_churn", "s_tmin", "s_tmax", "s_noise", "noise")
+
+    def __init__(self, st: Stepper, x: torch.Tensor, noise_sampler: NoiseSampler | None, s_churn: float,
+                 s_tmin: float, s_tmax: float, s_noise: float) -> None:
+        self.st, self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = st, s_churn, s_tmin, s_tmax, s_noise
+        self.noise = st.noise_sampler(x, noise_sampler) if s_churn > 0 else None
+
+    def evaluate(self, x: torch.Tensor, sigmas: torch.Tensor, i: int):
+        """Returns (x, sigma_hat, denoised, d) at step i."""
+        st = self.st
+        gamma = 0.0
+        if self.s_churn > 0 and self.s_tmin <= st.sig[i] <= self.s_tmax:
+            gamma = min(self.s_churn / (len(st.sig) - 1), 2 ** 0.5 - 1)
+        sigma_hat = sigmas[i]
+        if gamma > 0:
+            sigma_hat = sigmas[i] * (gamma + 1)
+            eps = self.noise(sigmas[i], sigma_hat) * self.s_noise
+            x = x + eps * (sigma_hat ** 2 - sigmas[i] ** 2) ** 0.5
+        denoised = st(x, sigma_hat)
+        d = to_d(x, sigma_hat, denoised)
+        st.report(i, x, sigmas[i], denoised, sigma_hat)
+        return x, sigma_hat, denoised, d
 
 
 def lambdas(model: Any):

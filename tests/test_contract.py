@@ -127,3 +127,12 @@ def test_sampler_runs_on_float64_inputs():
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64) * 14
     out = SAMPLERS["dpmpp_2m"](PlainModel(), x, sigmas, extra_args={"seed": 1}, disable=True)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["euler", "heun", "dpm_2", "heunpp2"])
+def test_churn_option_is_seeded_and_changes_the_result(name):
+    sigmas = ksampler_sigmas(MS, "karras", name, 8)
+    x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2)) * sigmas[0]
+    run = lambda **kw: SAMPLERS[name](PlainModel(), x, sigmas, extra_args={"seed": 5}, disable=True, **kw)  # noqa
+    plain, churned, again = run(), run(s_churn=1.0), run(s_churn=1.0)
+    assert torch.equal(churned, again) and not torch.allclose(plain, churned)
