@@ -30,9 +30,92 @@ def _cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Progress:
+    """A tqdm bar per sampler node, and per-step latent previews written to a folder on request."""
+
+    def __init__(self, preview_dir: Path | None, latent_format, quiet: bool = False) -> None:
+        self.preview_dir = preview_dir
+        self.latent_format = latent_format
+        self.quiet = quiet
+        self.node = ("", "")
+        self.bar = None
+
+    def set_node(self, nid: str, class_type: str) -> None:
+        self.close()
+        self.node = (nid, class_type)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_step(self, step: int, x0, x, total: int) -> None:
+        from tqdm.auto import tqdm
+
+        if self.bar is None and not self.quiet:
+            self.bar = tqdm(total=total, desc=f"node {self.node[0]} {self.node[1]}", unit="step", leave=True)
+        if self.bar is not None:
+            self.bar.n = step + 1
+            self.bar.refresh()
+            if step + 1 >= total:
+                self.close()
+        if self.preview_dir is not None:
+            from .images import latent_to_rgb_png
+
+            fmt = self.latent_format
+            latent = x0[:1].detach().float().cpu() / fmt.scale_factor + fmt.shift_factor  # x0 is in model space
+            latent_to_rgb_png(latent, fmt, self.preview_dir / f"node{self.node[0]}_step{step + 1:03}.png")
+
+
+def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, preview: str | Path | None = None,
+                      quiet: bool = False):
+    """Execute a saved workflow with the demo model; returns (results, RunContext)."""
+    from ..nodes.bridge import Observer, observe
+    from .core_nodes import RunContext, use_context
+    from .demo_model import DEMO_LATENT_FORMAT
+    from .workflow import execute, load_workflow
+
+    prompt = load_workflow(path)
+    ctx = RunContext(output_dir=Path(out), input_dir=Path(input_dir))
+    progress = _Progress(Path(preview) if preview else None, DEMO_LATENT_FORMAT, quiet=quiet)
+    with use_context(ctx), observe(Observer(on_step=progress.on_step)):
+        try:
+            results = execute(prompt, on_node=progress.set_node)
+        finally:
+            progress.close()
+    return results, ctx
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    """Execute a saved ComfyUI workflow (UI or API format) with the embedded demo model."""
+    _, ctx = run_workflow_file(args.workflow, args.out, args.input_dir, args.preview)
+    for path in ctx.written:
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    """Run the example workflows shipped in examples/ and write their images and a contact sheet."""
+    from .demo import run_demo
+
+    run_demo(Path(args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .workflow import WorkflowError
+
     parser = argparse.ArgumentParser(prog="stepwise", description="Stepwise sampler pack, standalone runtime")
     sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help=_cmd_demo.__doc__)
+    demo.add_argument("--out", default="out", help="output folder (default: out)")
+    demo.set_defaults(func=_cmd_demo)
+    run = sub.add_parser("run", help=_cmd_run.__doc__)
+    run.add_argument("workflow", help="a workflow .json file (saved from the editor, or API format)")
+    run.add_argument("--out", default="output", help="where SaveImage writes (default: output)")
+    run.add_argument("--input-dir", default="input", help="where LoadImage reads (default: input)")
+    run.add_argument("--preview", default=None, help="also write each sampler step's latent preview here")
+    run.set_defaults(func=_cmd_run)
     toy = sub.add_parser("toy", help=_cmd_toy.__doc__)
     toy.add_argument("--golden", default="../shared/golden", help="directory holding toy_model.safetensors")
     toy.add_argument("--out", default="out")
@@ -47,9 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as exc:
+    except (WorkflowError, ValueError, FileNotFoundError) as exc:
         print(f"stepwise: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("stepwise: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -21,6 +21,9 @@ def save_png(image: Image.Image, path: str | Path, pnginfo=None) -> Path:
     os.close(fd)
     try:
         image.save(tmp, format="PNG", pnginfo=pnginfo, compress_level=4)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

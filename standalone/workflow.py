@@ -1,0 +1,307 @@
+"""Saved ComfyUI workflows -> an executable prompt, and its execution.
+
+Two formats are accepted:
+
+- API format: ``{node_id: {"class_type": ..., "inputs": {name: value | [src_id, slot]}}}``;
+- UI format (saved from the editor): ``{"nodes": [...], "links": [...]}``. ``widgets_values`` map
+  onto the node's INPUT_TYPES order, with the extra ``control_after_generate`` value after a seed
+  and the upload widget after an image picker; widgets converted to inputs take their link;
+  muted nodes (mode 2) are dropped, bypassed ones (mode 4) pass their inputs through by type;
+  Reroute and PrimitiveNode (frontend-only) are resolved; notes are ignored.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+__all__ = ["WorkflowError", "Prompt", "load_workflow", "ui_to_prompt", "execute", "NodeRegistry"]
+
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode", "GroupNode"}
+SEED_NAMES = {"seed", "noise_seed"}
+
+NodeRegistry = dict[str, type]
+
+
+class WorkflowError(ValueError):
+    """A workflow problem, naming the node (and input) it concerns."""
+
+
+@dataclass
+class Prompt:
+    """An API-format prompt plus the UI workflow it came from (for PNG metadata)."""
+
+    nodes: dict[str, dict]
+    workflow: dict | None = None
+    titles: dict[str, str] = field(default_factory=dict)
+
+
+def _is_link(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int)) and isinstance(value[1], int)
+
+
+def load_workflow(path: str | Path) -> Prompt:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowError(f"cannot read {path}: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise WorkflowError(f"cannot read {path}: not UTF-8 text") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(f"{path} is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return parse_workflow(data)
+
+
+def parse_workflow(data: Any) -> Prompt:
+    if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict) and "nodes" not in data:
+        data = data["prompt"]
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+        return ui_to_prompt(data)
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        nodes = {str(k): {"class_type": v["class_type"], "inputs": dict(v.get("inputs", {}))} for k, v in data.items()}
+        titles = {str(k): v.get("_meta", {}).get("title", "") for k, v in data.items()}
+        return Prompt(nodes, None, titles)
+    raise WorkflowError("not a ComfyUI workflow: expected the editor's format (nodes/links) or the API format "
+                        "(node id -> {class_type, inputs})")
+
+
+# --- UI format ---------------------------------------------------------------------------------------------
+def _widget_names(node_cls: type) -> list[tuple[str, int]]:
+    """(input name, number of widgets_values it consumes) in INPUT_TYPES order."""
+    out = []
+    types = node_cls.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, spec in types.get(section, {}).items():
+            kind = spec[0]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES:
+                extra = 0
+                if opts.get("control_after_generate") or (kind == "INT" and name in SEED_NAMES):
+                    extra += 1
+                if opts.get("image_upload") or opts.get("video_upload"):
+                    extra += 1
+                out.append((name, 1 + extra))
+    return out
+
+
+def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
+    from .registry import node_registry
+
+    registry = registry if registry is not None else node_registry()
+    nodes = {}
+    for n in wf["nodes"]:
+        if not isinstance(n, dict) or "id" not in n or "type" not in n:
+            raise WorkflowError(f"workflow: malformed node entry {str(n)[:80]}")
+        nodes[n["id"]] = n
+    links: dict[int, tuple] = {}
+    for link in wf.get("links", []) or []:
+        if isinstance(link, dict):
+            links[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                                 link.get("type"))
+        else:
+            links[link[0]] = tuple(link[1:6])
+
+    def input_types(node: dict) -> list[tuple[str, Any, Any]]:
+        return [(i.get("name"), i.get("type"), i.get("link")) for i in node.get("inputs", []) or []]
+
+    def resolve(link_id: int, want_type: Any, seen: frozenset = frozenset()) -> Any:
+        """The final (source id, slot) of a link, or a literal value, through reroutes, primitives, bypasses."""
+        if link_id in seen:
+            raise WorkflowError(f"workflow: link {link_id} is part of a cycle of reroutes/bypassed nodes")
+        seen = seen | {link_id}
+        if link_id not in links:
+            return None
+        origin_id, origin_slot = links[link_id][0], links[link_id][1]
+        src = nodes.get(origin_id)
+        if src is None:
+            return None
+        mode = src.get("mode", 0)
+        if src["type"] == "Reroute":
+            ins = input_types(src)
+            return resolve(ins[0][2], want_type, seen) if ins and ins[0][2] is not None else None
+        if src["type"] == "PrimitiveNode":
+            values = src.get("widgets_values") or []
+            return ("value", values[0] if values else None)
+        if mode == 2:
+            return None
+        if mode == 4:
+            out_type = None
+            outs = src.get("outputs") or []
+            if origin_slot < len(outs):
+                out_type = outs[origin_slot].get("type")
+            ins = input_types(src)
+            candidates = [i for i in ins if i[2] is not None and i[1] == out_type]
+            same_slot = ins[origin_slot] if origin_slot < len(ins) and ins[origin_slot][1] == out_type and \
+                ins[origin_slot][2] is not None else None
+            chosen = same_slot or (candidates[0] if candidates else None)
+            return resolve(chosen[2], want_type, seen) if chosen else None
+        return ("link", [str(origin_id), origin_slot])
+
+    prompt: dict[str, dict] = {}
+    titles: dict[str, str] = {}
+    for nid, n in nodes.items():
+        ntype = n["type"]
+        if ntype in FRONTEND_ONLY or n.get("mode", 0) in (2, 4):
+            continue
+        cls = registry.get(ntype)
+        if cls is None:
+            raise WorkflowError(f"node {nid}: unknown node type {ntype!r}; supported types: "
+                                f"{', '.join(sorted(registry))}")
+        inputs: dict[str, Any] = {}
+        values = n.get("widgets_values")
+        linked = {name: link for name, _, link in input_types(n) if link is not None}
+        declared = {name for name, _, _ in input_types(n)}
+        if isinstance(values, dict):
+            for name, _ in _widget_names(cls):
+                if name in values:
+                    inputs[name] = values[name]
+        elif values is not None:
+            idx = 0
+            for name, width in _widget_names(cls):
+                if idx < len(values):
+                    inputs[name] = values[idx]
+                idx += width
+        for name, link in linked.items():
+            r = resolve(link, None)
+            if r is None:
+                inputs.pop(name, None)
+                inputs[name] = _Missing(link)
+            elif r[0] == "value":
+                inputs[name] = r[1]
+            else:
+                inputs[name] = r[1]
+        # required connection inputs that have no link at all
+        for name, spec in cls.INPUT_TYPES().get("required", {}).items():
+            if name not in inputs and name in declared and name not in linked:
+                inputs[name] = _Missing(None)
+        prompt[str(nid)] = {"class_type": ntype, "inputs": inputs}
+        titles[str(nid)] = n.get("title", "") or ""
+    return Prompt(prompt, wf, titles)
+
+
+@dataclass(frozen=True)
+class _Missing:
+    link: int | None
+
+    def __repr__(self) -> str:
+        return "missing link" if self.link is None else f"broken link {self.link}"
+
+
+# --- execution ------------------------------------------------------------------------------------------------
+def _output_nodes(prompt: Prompt, registry: NodeRegistry) -> list[str]:
+    return [nid for nid, n in prompt.nodes.items() if getattr(registry.get(n["class_type"]), "OUTPUT_NODE", False)]
+
+
+def _order(prompt: Prompt, targets: list[str]) -> list[str]:
+    """Dependencies first; raises WorkflowError on a cycle or a link to a missing node."""
+    order: list[str] = []
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+
+    def visit(nid: str, path: list[str]) -> None:
+        if state.get(nid) == 2:
+            return
+        if state.get(nid) == 1:
+            cycle = path[path.index(nid):] + [nid]
+            raise WorkflowError(f"node {nid}: the workflow has a cycle ({' -> '.join(cycle)})")
+        state[nid] = 1
+        for name, value in prompt.nodes[nid]["inputs"].items():
+            if _is_link(value):
+                src = str(value[0])
+                if src not in prompt.nodes:
+                    raise WorkflowError(f"node {nid} input {name!r}: linked to node {src}, which is not in the "
+                                        f"workflow (missing, muted or bypassed without a pass-through)")
+                visit(src, path + [nid])
+        state[nid] = 2
+        order.append(nid)
+
+    for t in targets:
+        visit(t, [])
+    return order
+
+
+def execute(prompt: Prompt, registry: NodeRegistry | None = None,
+            on_node: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Run every output node and what it depends on. Returns node id -> outputs."""
+    from ..nodes.widgets import check_widget, widget_spec
+    from .registry import node_registry
+
+    registry = registry if registry is not None else node_registry()
+    for nid, n in prompt.nodes.items():
+        if n["class_type"] not in registry:
+            raise WorkflowError(f"node {nid}: unknown node type {n['class_type']!r}; supported types: "
+                                f"{', '.join(sorted(registry))}")
+    targets = _output_nodes(prompt, registry)
+    if not targets:
+        raise WorkflowError("workflow: no output node (SaveImage, PreviewImage, ...): nothing would be produced")
+    order = _order(prompt, targets)
+    api = {nid: {"class_type": n["class_type"],
+                 "inputs": {k: (v if not isinstance(v, _Missing) else None) for k, v in n["inputs"].items()}}
+           for nid, n in prompt.nodes.items()}
+    # validate everything before running anything: no half-written outputs on bad input
+    for nid in order:
+        node = prompt.nodes[nid]
+        cls = registry[node["class_type"]]
+        types = cls.INPUT_TYPES()
+        for name, value in node["inputs"].items():
+            if isinstance(value, _Missing):
+                raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is not "
+                                    f"connected ({value!r})")
+            if not _is_link(value):
+                try:
+                    check_widget(cls, name, value)
+                except ValueError as exc:
+                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}") from None
+        for name, spec in types.get("required", {}).items():
+            if name not in node["inputs"]:
+                kind = spec[0]
+                opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+                if (isinstance(kind, (list, tuple)) or kind in WIDGET_TYPES) and "default" in opts:
+                    node["inputs"][name] = opts["default"]
+                elif isinstance(kind, (list, tuple)) and kind:
+                    node["inputs"][name] = kind[0]
+                else:
+                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is missing")
+    results: dict[str, Any] = {}
+    for nid in order:
+        node = prompt.nodes[nid]
+        cls = registry[node["class_type"]]
+        kwargs = {}
+        for name, value in node["inputs"].items():
+            if _is_link(value):
+                src, slot = str(value[0]), value[1]
+                outs = results[src]
+                if not isinstance(outs, (tuple, list)) or slot >= len(outs):
+                    raise WorkflowError(f"node {nid} input {name!r}: node {src} has no output {slot}")
+                value = outs[slot]
+                spec = widget_spec(cls, name)
+                if spec is not None and (isinstance(spec[0], (list, tuple)) or spec[0] in WIDGET_TYPES):
+                    try:
+                        check_widget(cls, name, value)
+                    except ValueError as exc:
+                        raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}") from None
+            kwargs[name] = value
+        hidden = cls.INPUT_TYPES().get("hidden", {})
+        for name, kind in hidden.items():
+            if kind == "PROMPT":
+                kwargs[name] = api
+            elif kind == "EXTRA_PNGINFO":
+                kwargs[name] = {"workflow": prompt.workflow} if prompt.workflow is not None else None
+            elif kind == "UNIQUE_ID":
+                kwargs[name] = nid
+        if on_node is not None:
+            on_node(nid, node["class_type"])
+        try:
+            out = getattr(cls(), cls.FUNCTION)(**kwargs)
+        except WorkflowError:
+            raise
+        except (ValueError, TypeError) as exc:
+            raise WorkflowError(f"node {nid} ({node['class_type']}): {exc}") from None
+        if isinstance(out, dict):
+            out = out.get("result", ())
+        results[nid] = tuple(out) if out is not None else ()
+    return results
