@@ -1,16 +1,25 @@
 """ComfyUI node classes. Thin: they validate and translate widgets, then call the sampling core."""
 from __future__ import annotations
 
+from .efficient import StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced
+from .script import StepwiseHiResFixScript
 
 NODE_CLASS_MAPPINGS = {
     "StepwiseKSampler": StepwiseKSampler,
     "StepwiseKSamplerAdvanced": StepwiseKSamplerAdvanced,
+    "StepwiseKSamplerEfficient": StepwiseKSamplerEfficient,
+    "StepwiseKSamplerAdvancedEfficient": StepwiseKSamplerAdvancedEfficient,
+    "StepwiseHiResFixScript": StepwiseHiResFixScript,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseKSampler": "KSampler (Stepwise)",
     "StepwiseKSamplerAdvanced": "KSampler Advanced (Stepwise)",
+    "StepwiseKSamplerEfficient": "KSampler Efficient (Stepwise)",
+    "StepwiseKSamplerAdvancedEfficient": "KSampler Adv. Efficient (Stepwise)",
+    "StepwiseHiResFixScript": "HiRes-Fix Script (Stepwise)",
 }
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
+           "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript"]

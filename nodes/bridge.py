@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -35,11 +36,19 @@ def as_backend(model: Any):
 
 @dataclass
 class Observer:
-    """Receives what a sampler node does: each step's callback and the run's :class:`RunInfo`."""
+    """The standalone side of a node run: each step's callback, previews, images shown on the node,
+    the run's :class:`RunInfo`, and an interrupt flag checked every step."""
 
     on_step: Callable[[int, torch.Tensor, torch.Tensor, int], None] | None = None
+    on_preview: Callable[[int, int, torch.Tensor], None] | None = None
+    show_images: Callable[[torch.Tensor], list[dict]] | None = None
+    interrupt: threading.Event | None = None
     runs: list[RunInfo] = field(default_factory=list)
     show_progress: bool = False
+
+    def check_interrupt(self) -> None:
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise InterruptedError("sampling interrupted")
 
 
 _OBSERVER: contextvars.ContextVar[Observer | None] = contextvars.ContextVar("stepwise_observer", default=None)

@@ -92,3 +92,46 @@ class ComfyBackend:
         samples = guider.sample(noise, latent_image, sampler, sigmas.to(self.patcher.load_device),
                                 denoise_mask=noise_mask, callback=callback, disable_pbar=disable_pbar, seed=seed)
         return samples.to(comfy.model_management.intermediate_device())
+
+
+def comfy_preview_callback(model_patcher: Any, steps: int, config):
+    """Our per-node previewer, reporting through ``comfy.utils.ProgressBar`` and checking
+    ComfyUI's interrupt flag every step. ComfyUI's global preview setting is never read or changed."""
+    import comfy.utils
+    from PIL import Image
+
+    from ..preview import PreviewHook, make_decoder
+
+    fmt = model_patcher.model.latent_format
+
+    def taesd():
+        name = getattr(fmt, "taesd_decoder_name", None)
+        try:
+            import folder_paths
+            from comfy.taesd.taesd import TAESD
+        except ImportError:
+            return None
+        files = [f for f in folder_paths.get_filename_list("vae_approx") if name and f.startswith(name)]
+        if not files:
+            return None
+        net = TAESD(None, folder_paths.get_full_path("vae_approx", files[0]),
+                    latent_channels=fmt.latent_channels).to(model_patcher.load_device)
+        return lambda x0: net.decode(x0[None])[0].movedim(0, 2)
+
+    pbar = comfy.utils.ProgressBar(steps)
+
+    def sink(step: int, total: int, image) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        preview = None
+        if image is not None:
+            preview = ("JPEG", Image.fromarray(image.numpy()), config.max_size)
+        pbar.update_absolute(step + 1, total, preview)
+
+    return PreviewHook(make_decoder(config.method, fmt, taesd), sink, config)
+
+
+def comfy_show_images(images: torch.Tensor, prompt=None, extra_pnginfo=None) -> list[dict]:
+    """Save images to ComfyUI's temp folder so the node shows them (what PreviewImage does)."""
+    import nodes as comfy_nodes  # ComfyUI's top-level module (our package only imports relatively)
+
+    return comfy_nodes.PreviewImage().save_images(images, prompt=prompt, extra_pnginfo=extra_pnginfo)["ui"]["images"]

@@ -3,12 +3,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..preview import PreviewConfig, PreviewHook, make_decoder
 from ..sampling import SAMPLER_NAMES, RunInfo, common_ksampler
 from ..schedulers import SCHEDULER_NAMES
 from .bridge import as_backend, current_observer, is_comfy_model
 from .widgets import check_widgets
 
-__all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "run_common_ksampler"]
+__all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "run_common_ksampler", "make_step_callback"]
 
 SEED_SPEC = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "The random seed used for creating the noise."})
@@ -27,23 +28,53 @@ def sampler_inputs() -> dict[str, tuple]:
     }
 
 
-def _step_callback(model: Any, steps: int):
-    """Inside ComfyUI: ComfyUI's own progress bar and preview callback, exactly as the core
-    KSampler uses it. Standalone: the active observer's step hook, if any."""
+def _latent_format(model: Any):
+    fmt = getattr(model, "latent_format", None)
+    if fmt is None and is_comfy_model(model):
+        fmt = model.model.latent_format
+    return fmt
+
+
+def make_step_callback(model: Any, steps: int, preview: PreviewConfig | None = None):
+    """(callback, disable_pbar) for a sampler node.
+
+    Standalone (an active observer): interrupt check, the node's own previews, the observer's hooks.
+    Inside ComfyUI: with a per-node ``preview`` config, our previewer reporting through ComfyUI's
+    progress bar (never its global preview setting); without one, ComfyUI's own callback exactly
+    as the core KSampler uses it."""
     observer = current_observer()
     if observer is not None:
-        return observer.on_step, not observer.show_progress
+        hook = None
+        if preview is not None and preview.method != "none":
+            def sink(step: int, total: int, image) -> None:
+                if image is not None and observer.on_preview is not None:
+                    observer.on_preview(step, total, image)
+            hook = PreviewHook(make_decoder(preview.method, _latent_format(model)), sink, preview)
+
+        def callback(step, x0, x, total):
+            observer.check_interrupt()
+            if hook is not None:
+                hook(step, x0, x, total)
+            if observer.on_step is not None:
+                observer.on_step(step, x0, x, total)
+        return callback, not observer.show_progress
     if is_comfy_model(model):
         import comfy.utils
+
+        if preview is not None:
+            from .comfy_bridge import comfy_preview_callback
+
+            return comfy_preview_callback(model, steps, preview), not comfy.utils.PROGRESS_BAR_ENABLED
         import latent_preview
 
         return latent_preview.prepare_callback(model, steps), not comfy.utils.PROGRESS_BAR_ENABLED
     return None, True
 
 
-def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, **kw):
-    """Validate-free bridge from node arguments to :func:`common_ksampler` (used by every node)."""
-    callback, disable_pbar = _step_callback(model, steps)
+def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
+                        preview: PreviewConfig | None = None, **kw):
+    """From node arguments to :func:`common_ksampler` (used by every node); returns (out, RunInfo)."""
+    callback, disable_pbar = make_step_callback(model, steps, preview)
     info = RunInfo()
     out = common_ksampler(as_backend(model), seed, steps, cfg, sampler_name, scheduler, positive, negative,
                           latent_image, callback=callback, disable_pbar=disable_pbar, info=info, **kw)

@@ -5,6 +5,7 @@ touching the process-wide generator.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Sequence
 
 import torch
@@ -95,7 +96,9 @@ class BrownianTreeNoiseSampler:
         self.cpu = cpu
         if cpu:
             t0, w0, t1 = t0.detach().cpu(), w0.detach().cpu(), t1.detach().cpu()
-        self.tree = torchsde.BrownianTree(t0, w0, t1, entropy=seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            self.tree = torchsde.BrownianTree(t0, w0, t1, entropy=seed)
 
     def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         a, b = torch.as_tensor(sigma), torch.as_tensor(sigma_next)
@@ -103,5 +106,8 @@ class BrownianTreeNoiseSampler:
         device, dtype = lo.device, lo.dtype
         if self.cpu:
             lo, hi = lo.detach().cpu().float(), hi.detach().cpu().float()
-        w = self.tree(lo, hi).to(device=device, dtype=dtype) * (self.sign * sign)
+        with warnings.catch_warnings():  # float32 query times vs double bounds: harmless "tb<=t1" notes
+            warnings.simplefilter("ignore", UserWarning)
+            w = self.tree(lo, hi)
+        w = w.to(device=device, dtype=dtype) * (self.sign * sign)
         return w / (b - a).abs().sqrt()

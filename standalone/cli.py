@@ -39,6 +39,17 @@ class _Progress:
         self.quiet = quiet
         self.node = ("", "")
         self.bar = None
+        self.own_previews: set[str] = set()
+
+    def on_preview(self, step: int, total: int, image) -> None:
+        """A node's own (throttled, method-specific) preview, e.g. from an Efficient node."""
+        self.own_previews.add(self.node[1])
+        if self.preview_dir is not None:
+            from PIL import Image
+
+            from .images import save_png
+
+            save_png(Image.fromarray(image.numpy()), self.preview_dir / f"node{self.node[0]}_step{step + 1:03}.png")
 
     def set_node(self, nid: str, class_type: str) -> None:
         self.close()
@@ -59,7 +70,7 @@ class _Progress:
             self.bar.refresh()
             if step + 1 >= total:
                 self.close()
-        if self.preview_dir is not None:
+        if self.preview_dir is not None and self.node[1] not in self.own_previews:
             from .images import latent_to_rgb_png
 
             fmt = self.latent_format
@@ -71,16 +82,17 @@ def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, 
                       quiet: bool = False):
     """Execute a saved workflow with the demo model; returns (results, RunContext)."""
     from ..nodes.bridge import Observer, observe
-    from .core_nodes import RunContext, use_context
+    from .core_nodes import RunContext, show_on_node, use_context
     from .demo_model import DEMO_LATENT_FORMAT
     from .workflow import execute, load_workflow
 
     prompt = load_workflow(path)
     ctx = RunContext(output_dir=Path(out), input_dir=Path(input_dir))
     progress = _Progress(Path(preview) if preview else None, DEMO_LATENT_FORMAT, quiet=quiet)
-    with use_context(ctx), observe(Observer(on_step=progress.on_step)):
+    observer = Observer(on_step=progress.on_step, on_preview=progress.on_preview, show_images=show_on_node)
+    with use_context(ctx), observe(observer):
         try:
-            results = execute(prompt, on_node=progress.set_node)
+            results = execute(prompt, on_node=progress.set_node, notice=ctx.notice)
         finally:
             progress.close()
     return results, ctx

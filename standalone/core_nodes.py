@@ -265,10 +265,15 @@ class PreviewImage:
     CATEGORY = "image"
 
     def save_images(self, images, prompt=None, extra_pnginfo=None):
-        ctx = current_context()
-        folder = ctx.temp_dir or Path(ctx.output_dir) / "temp"
-        paths = _save_images(images, "ComfyUI_temp", folder, prompt, extra_pnginfo)
-        return {"ui": {"images": [{"filename": p.name, "subfolder": "", "type": "temp"} for p in paths]}}
+        return {"ui": {"images": show_on_node(images)}}
+
+
+def show_on_node(images) -> list[dict]:
+    """What a node shows (Efficient nodes' decoded images): written to the run's temp folder."""
+    ctx = current_context()
+    folder = ctx.temp_dir or Path(ctx.output_dir) / "temp"
+    paths = _save_images(images, "ComfyUI_temp", folder)
+    return [{"filename": p.name, "subfolder": "", "type": "temp"} for p in paths]
 
 
 def _primitive(kind: str, type_name: str, opts: dict):

@@ -81,7 +81,7 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
             edit(prompt)
         ctx = RunContext(output_dir=out, input_dir=input_dir, notice=notice)
         with use_context(ctx), observe(Observer()):
-            results = execute(prompt)
+            results = execute(prompt, notice=notice)
         return prompt, results, ctx
 
     tiles: list[list[Image.Image]] = []

@@ -373,6 +373,11 @@ class DemoModel(StandaloneModel):
     def apply_model(self, x: torch.Tensor, sigma: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         return self.network(x, sigma, context)
 
+    @property
+    def default_vae(self) -> "DemoVAE":
+        """The VAE that belongs to this model (used when a node's optional VAE is not connected)."""
+        return DemoVAE()
+
     def with_style(self, strength: float, name: str = "pixel") -> "DemoModel":
         base = self.network.style.strength
         return DemoModel(Style(name=name, strength=base + strength))

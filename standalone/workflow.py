@@ -162,7 +162,10 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
                     inputs[name] = values[name]
         elif values is not None:
             idx = 0
-            for name, width in _widget_names(cls):
+            layout = _widget_names(cls)
+            if hasattr(cls, "widget_layout"):
+                layout = cls.widget_layout(values, layout)
+            for name, width in layout:
                 if idx < len(values):
                     inputs[name] = values[idx]
                 idx += width
@@ -224,8 +227,14 @@ def _order(prompt: Prompt, targets: list[str]) -> list[str]:
     return order
 
 
+def _declared_inputs(cls: type) -> set[str]:
+    types = cls.INPUT_TYPES()
+    return set(types.get("required", {})) | set(types.get("optional", {}))
+
+
 def execute(prompt: Prompt, registry: NodeRegistry | None = None,
-            on_node: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+            on_node: Callable[[str, str], None] | None = None,
+            notice: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every output node and what it depends on. Returns node id -> outputs."""
     from ..nodes.widgets import check_widget, widget_spec
     from .registry import node_registry
@@ -251,7 +260,7 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
             if isinstance(value, _Missing):
                 raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is not "
                                     f"connected ({value!r})")
-            if not _is_link(value):
+            if not _is_link(value) and name in _declared_inputs(cls):
                 try:
                     check_widget(cls, name, value)
                 except ValueError as exc:
@@ -270,8 +279,14 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
     for nid in order:
         node = prompt.nodes[nid]
         cls = registry[node["class_type"]]
+        declared = _declared_inputs(cls)
+        ignored = sorted(set(node["inputs"]) - declared)
+        if ignored and notice is not None:
+            notice(f"node {nid} ({node['class_type']}): ignoring inputs it does not have: {', '.join(ignored)}")
         kwargs = {}
         for name, value in node["inputs"].items():
+            if name not in declared:
+                continue
             if _is_link(value):
                 src, slot = str(value[0]), value[1]
                 outs = results[src]

@@ -106,3 +106,30 @@ def test_flow_models_inside_comfyui(comfy_env, golden_set, sampler):
     (core,) = nodes.KSampler().sample(*args)
     (ours,) = StepwiseKSampler().sample(*args)
     assert torch.allclose(ours["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m_sde"])
+def test_efficient_node_inside_comfyui(comfy_env, golden_set, sampler):
+    """Inside ComfyUI: same latent as core KSampler, previews through ComfyUI's progress bar, and the
+    global preview setting untouched."""
+    nodes, comfy = comfy_env
+    import comfy.cli_args
+    import comfy.utils
+    from stepwise_sampler.nodes import StepwiseKSamplerEfficient
+    from stepwise_sampler.nodes.cache import RESULT_CACHE
+
+    RESULT_CACHE.clear()
+    previews = []
+    comfy.utils.set_progress_bar_global_hook(lambda value, total, preview, node_id=None: previews.append(preview))
+    before = comfy.cli_args.args.preview_method
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    (core,) = nodes.KSampler().sample(patcher, 42, 6, 7.0, sampler, "karras", pos, neg, latent, 1.0)
+    res = StepwiseKSamplerEfficient().sample(patcher, 42, 6, 7.0, sampler, "karras", pos, neg, latent, 1.0,
+                                             "latent2rgb", "false")
+    comfy.utils.set_progress_bar_global_hook(None)
+    assert torch.allclose(res["result"][3]["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+    assert comfy.cli_args.args.preview_method == before
+    assert any(p is not None and p[0] == "JPEG" for p in previews)

@@ -253,3 +253,37 @@ def test_examples_are_up_to_date():
 
     for name, build in EXAMPLES.items():
         assert json.loads((HERE / f"{name}.json").read_text()) == json.loads(json.dumps(build())), name
+
+
+EFFICIENCY = REPO.parent / "shared" / "workflows" / "efficiency"
+
+
+@pytest.mark.parametrize("name", ["LoRA_Stacking.workflow.json", "LoRA_Stacking.prompt.json",
+                                  "HiRes_Fix_LatentUpscale.workflow.json", "HiRes_Fix_LatentUpscale.prompt.json"])
+def test_efficiency_workflows_run_through_our_efficient_nodes(name, tmp_path):
+    results, ctx = run_workflow_file(EFFICIENCY / name, tmp_path, tmp_path, quiet=True)
+    samplers = [v for k, v in results.items() if isinstance(v, tuple) and len(v) == 6]
+    assert samplers, "the efficiency sampler nodes ran"
+    for out in samplers:
+        assert out[3]["samples"].ndim == 4 and out[5].ndim == 4
+    assert ctx.written and all(p.exists() for p in ctx.written)
+    if "HiRes" in name:
+        assert results["107"][3]["samples"].shape[-1] == 896 // 8  # upscaled second pass
+
+
+@pytest.mark.parametrize("name, node", [("HiResFix_Script.workflow.json", "HighRes-Fix Script"),
+                                        ("Tiled_Upscaler_Script.workflow.json", "Tiled Upscaler Script")])
+def test_efficiency_scripts_are_reported_as_unsupported(name, node, tmp_path):
+    with pytest.raises(WorkflowError) as err:
+        run_workflow_file(EFFICIENCY / name, tmp_path, tmp_path, quiet=True)
+    assert repr(node) in str(err.value) and "supported types" in str(err.value)
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_legacy_sampler_state_widget_is_recognised():
+    prompt = load_workflow(EFFICIENCY / "HiRes_Fix_LatentUpscale.workflow.json")
+    inputs = prompt.nodes["55"]["inputs"]
+    assert inputs["sampler_state"] == "Sample" and inputs["seed"] == 799948350888541 and inputs["steps"] == 20
+    assert inputs["preview_method"] == "auto" and inputs["vae_decode"] == "true"
+    loader = prompt.nodes["110"]["inputs"]  # an 11-widget Efficient Loader save
+    assert loader["empty_latent_width"] == 768 and "token_normalization" not in loader
