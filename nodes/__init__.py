@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from .efficient import StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced
-from .script import StepwiseHiResFixScript
+from .script import StepwiseHiResFixScript, StepwiseNoiseScript
 
 NODE_CLASS_MAPPINGS = {
     "StepwiseKSampler": StepwiseKSampler,
@@ -11,6 +11,7 @@ NODE_CLASS_MAPPINGS = {
     "StepwiseKSamplerEfficient": StepwiseKSamplerEfficient,
     "StepwiseKSamplerAdvancedEfficient": StepwiseKSamplerAdvancedEfficient,
     "StepwiseHiResFixScript": StepwiseHiResFixScript,
+    "StepwiseNoiseScript": StepwiseNoiseScript,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -19,7 +20,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseKSamplerEfficient": "KSampler Efficient (Stepwise)",
     "StepwiseKSamplerAdvancedEfficient": "KSampler Adv. Efficient (Stepwise)",
     "StepwiseHiResFixScript": "HiRes-Fix Script (Stepwise)",
+    "StepwiseNoiseScript": "SDE Noise Script (Stepwise)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
-           "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript"]
+           "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
+           "StepwiseNoiseScript"]

@@ -83,8 +83,8 @@ class ComfyBackend:
         return comfy.sample.fix_empty_latent_channels(self.patcher, latent)
 
     def sample(self, noise, latent_image, sampler_fn, sigmas, positive, negative, cfg, noise_mask=None,
-               callback=None, seed=None, disable_pbar=True, random_inpaint_noise=False):
-        sampler = comfy.samplers.KSAMPLER(_SamplerFunction(sampler_fn),
+               callback=None, seed=None, disable_pbar=True, random_inpaint_noise=False, sampler_options=None):
+        sampler = comfy.samplers.KSAMPLER(_SamplerFunction(sampler_fn), extra_options=dict(sampler_options or {}),
                                           inpaint_options={"random": True} if random_inpaint_noise else {})
         guider = comfy.samplers.CFGGuider(self.patcher)
         guider.set_conds(positive, negative)

@@ -68,7 +68,7 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
                                             preview=preview, **kw)
             return res
 
-        out = apply_script(script, sample, sample(latent_image))
+        out = apply_script(script, sample, latent_image)
         RESULT_CACHE.put(key, out)
     out = dict(out)
     images = EMPTY_IMAGE if vae_decode == "false" else decode_latent(vae, out, vae_decode)

@@ -1,11 +1,12 @@
 """The ``script`` input of the Efficient nodes: a typed value that script nodes produce.
 
 A script is a :class:`StepwiseScript` (frozen: ``kind``, ``params``, ``version``). Its ``kind`` must
-be registered in :data:`SCRIPT_HANDLERS`; a handler receives the node's sampling call and the first
-result and returns the final LATENT. Anything else in the ``script`` socket (e.g. an
-efficiency-nodes script tuple) is a clear error, never silently ignored.
+be registered in :data:`SCRIPT_HANDLERS`; a handler receives the node's sampling call
+``sample(latent, **overrides)`` and the input LATENT, and returns the final LATENT. Anything else
+in the ``script`` socket (e.g. an efficiency-nodes script tuple) is a clear error, never ignored.
 
-Built in: ``hires_fix`` (upscale the latent, then a second denoising pass through the same core).
+Built in: ``hires_fix`` (sample, upscale the latent, second denoising pass through the same core)
+and ``noise`` (the SDE samplers' noise source: ComfyUI's Brownian tree or the fast device one).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import Any, Callable, Mapping
 import torch
 
 __all__ = ["StepwiseScript", "SCRIPT_HANDLERS", "check_script", "apply_script", "StepwiseHiResFixScript",
-           "UPSCALE_METHODS"]
+           "StepwiseNoiseScript", "UPSCALE_METHODS"]
 
 SCRIPT_VERSION = 1
 
@@ -35,8 +36,8 @@ class StepwiseScript:
         return dict(self.params)
 
 
-#: run(sample, first_latent, script) -> final LATENT, where ``sample(latent, **overrides)`` re-runs the
-#: node's sampling through common_ksampler with some widgets overridden
+#: run(sample, latent, script) -> final LATENT, where ``sample(latent, **overrides)`` runs the node's
+#: sampling through common_ksampler with some widgets overridden
 ScriptHandler = Callable[[Callable[..., dict], dict, StepwiseScript], dict]
 SCRIPT_HANDLERS: dict[str, ScriptHandler] = {}
 
@@ -54,10 +55,10 @@ def check_script(script: Any) -> StepwiseScript | None:
     return script
 
 
-def apply_script(script: StepwiseScript | None, sample: Callable[..., dict], first: dict) -> dict:
+def apply_script(script: StepwiseScript | None, sample: Callable[..., dict], latent: dict) -> dict:
     if script is None:
-        return first
-    return SCRIPT_HANDLERS[script.kind](sample, first, script)
+        return sample(latent)
+    return SCRIPT_HANDLERS[script.kind](sample, latent, script)
 
 
 UPSCALE_METHODS = ["nearest-exact", "bilinear", "area", "bicubic"]
@@ -75,10 +76,10 @@ def upscale_latent(latent: dict, scale: float, method: str) -> dict:
     return out
 
 
-def _hires_fix(sample: Callable[..., dict], first: dict, script: StepwiseScript) -> dict:
-    """Upscale the first pass's latent and denoise it again (a latent "hires fix")."""
+def _hires_fix(sample: Callable[..., dict], latent: dict, script: StepwiseScript) -> dict:
+    """Sample, upscale the latent and denoise it again (a latent "hires fix")."""
     o = script.options
-    up = upscale_latent(first, float(o["upscale_by"]), o["upscale_method"])
+    up = upscale_latent(sample(latent), float(o["upscale_by"]), o["upscale_method"])
     # the second pass is a plain KSampler pass, also after an Advanced node
     overrides = {"steps": o["hires_steps"], "denoise": o["denoise"], "disable_noise": False, "start_step": None,
                  "last_step": None, "force_full_denoise": False}
@@ -88,6 +89,14 @@ def _hires_fix(sample: Callable[..., dict], first: dict, script: StepwiseScript)
 
 
 SCRIPT_HANDLERS["hires_fix"] = _hires_fix
+
+
+def _noise(sample: Callable[..., dict], latent: dict, script: StepwiseScript) -> dict:
+    """Sample with the chosen noise source for Brownian-motion SDE samplers."""
+    return sample(latent, sde_noise=script.options["sde_noise"])
+
+
+SCRIPT_HANDLERS["noise"] = _noise
 
 
 class StepwiseHiResFixScript:
@@ -115,3 +124,23 @@ class StepwiseHiResFixScript:
                                    "hires_steps": hires_steps, "denoise": denoise, "hires_seed": hires_seed})
         return (StepwiseScript.make("hires_fix", upscale_by=float(upscale_by), upscale_method=upscale_method,
                                     hires_steps=int(hires_steps), denoise=float(denoise), seed=int(hires_seed)),)
+
+
+class StepwiseNoiseScript:
+    """SCRIPT for the Efficient nodes: the SDE samplers' noise source. "brownian" gives ComfyUI's
+    numbers; "fast" draws the same statistics on the sampling device without a CPU Brownian tree."""
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {"sde_noise": (["brownian", "fast"], {"tooltip": "brownian: ComfyUI-identical; "
+                                                                            "fast: same statistics, much cheaper"})}}
+
+    RETURN_TYPES = ("SCRIPT",)
+    FUNCTION = "script"
+    CATEGORY = "stepwise/scripts"
+
+    def script(self, sde_noise):
+        from .widgets import check_widget
+
+        check_widget(type(self), "sde_noise", sde_noise)
+        return (StepwiseScript.make("noise", sde_noise=sde_noise),)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from .core import RunInfo, SamplingBackend, StepCallback, common_ksampler, validate_latent
 from .denoiser import CFGDenoiser, StandaloneModel, parse_conditioning, reshape_mask
 from .latent_format import SD15, LatentFormat
-from .noise import SEED_MAX, BrownianTreeNoiseSampler, default_noise_sampler, prepare_noise, validate_seed
-from .registry import CFG_PP_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, SAMPLERS, get_sampler
+from .noise import (SDE_NOISE_SOURCES, SEED_MAX, BrownianTreeNoiseSampler, FastBrownianNoiseSampler,
+                    default_noise_sampler, prepare_noise, validate_seed)
+from .registry import (CFG_PP_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS, SAMPLER_NAMES, SAMPLERS, SDE_NOISE_SAMPLERS,
+                       get_sampler)
 
 __all__ = [
     "SAMPLERS", "SAMPLER_NAMES", "CFG_PP_SAMPLERS", "RANDOM_INPAINT_NOISE_SAMPLERS", "get_sampler",
@@ -14,4 +16,5 @@ __all__ = [
     "StandaloneModel", "CFGDenoiser", "parse_conditioning", "reshape_mask",
     "LatentFormat", "SD15",
     "SEED_MAX", "validate_seed", "prepare_noise", "default_noise_sampler", "BrownianTreeNoiseSampler",
+    "FastBrownianNoiseSampler", "SDE_NOISE_SOURCES", "SDE_NOISE_SAMPLERS",
 ]

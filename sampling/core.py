@@ -16,8 +16,8 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from ..schedulers import SCHEDULER_NAMES, plan_sigmas
-from .noise import check_inpaint_seed, prepare_noise, validate_seed
-from .registry import RANDOM_INPAINT_NOISE_SAMPLERS, get_sampler
+from .noise import SDE_NOISE_SOURCES, check_inpaint_seed, prepare_noise, validate_seed
+from .registry import RANDOM_INPAINT_NOISE_SAMPLERS, SDE_NOISE_SAMPLERS, get_sampler
 
 __all__ = ["SamplingBackend", "StepCallback", "RunInfo", "common_ksampler", "validate_latent"]
 
@@ -34,7 +34,8 @@ class SamplingBackend(Protocol):
 
     def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler_fn, sigmas: torch.Tensor, positive,
                negative, cfg: float, noise_mask: torch.Tensor | None = None, callback=None, seed: int | None = None,
-               disable_pbar: bool = True, random_inpaint_noise: bool = False) -> torch.Tensor: ...
+               disable_pbar: bool = True, random_inpaint_noise: bool = False,
+               sampler_options: dict | None = None) -> torch.Tensor: ...
 
 
 @dataclass
@@ -87,9 +88,11 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
                     positive, negative, latent: dict, denoise: float = 1.0, disable_noise: bool = False,
                     start_step: int | None = None, last_step: int | None = None, force_full_denoise: bool = False,
                     callback: StepCallback | None = None, disable_pbar: bool = True,
-                    info: RunInfo | None = None) -> tuple[dict]:
+                    info: RunInfo | None = None, sde_noise: str = "brownian") -> tuple[dict]:
     """ComfyUI's ``nodes.common_ksampler`` with the same parameters, plus a per-step callback.
 
+    ``sde_noise="fast"`` opts the Brownian-motion SDE samplers into device-side noise with the same
+    statistics (not ComfyUI's numbers); the default keeps ComfyUI's Brownian tree.
     Returns ``(latent_out,)``: a copy of the input LATENT dict with ``samples`` replaced.
     """
     validate_seed(seed, "seed")
@@ -106,6 +109,9 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
         if value is not None:
             _check_int(value, name, 0, 10000)
     validate_latent(latent)
+    if sde_noise not in SDE_NOISE_SOURCES:
+        raise ValueError(f"sde_noise: unknown source {sde_noise!r}; allowed: {', '.join(SDE_NOISE_SOURCES)}")
+    options = {"noise_source": sde_noise} if sde_noise != "brownian" and sampler_name in SDE_NOISE_SAMPLERS else None
     latent_image = model.fix_empty_latent_channels(latent["samples"])
 
     if disable_noise:
@@ -127,7 +133,7 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
             check_inpaint_seed(seed, sampler_name)
         samples = model.sample(noise, latent_image, sampler_fn, plan.sigmas, positive, negative, float(cfg),
                                noise_mask=noise_mask, callback=callback, seed=seed, disable_pbar=disable_pbar,
-                               random_inpaint_noise=random_inpaint)
+                               random_inpaint_noise=random_inpaint, **({"sampler_options": options} if options else {}))
         if info is not None:
             info.sampled = True
     out = latent.copy()

@@ -137,7 +137,7 @@ class StandaloneModel:
     def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler_fn, sigmas: torch.Tensor,
                positive, negative, cfg: float, noise_mask: torch.Tensor | None = None, callback=None,
                seed: int | None = None, disable_pbar: bool = True,
-               random_inpaint_noise: bool = False) -> torch.Tensor:
+               random_inpaint_noise: bool = False, sampler_options: dict | None = None) -> torch.Tensor:
         """Run ``sampler_fn`` over ``sigmas``; returns samples in latent (VAE) space, float32."""
         if sigmas.shape[-1] == 0:
             return latent_image
@@ -160,7 +160,8 @@ class StandaloneModel:
         k_callback = None
         if callback is not None:
             k_callback = lambda d: callback(d["i"], d["denoised"], d["x"], total_steps)  # noqa: E731
-        samples = sampler_fn(denoiser, x, sigmas, extra_args={"seed": seed}, callback=k_callback, disable=disable_pbar)
+        samples = sampler_fn(denoiser, x, sigmas, extra_args={"seed": seed}, callback=k_callback, disable=disable_pbar,
+                             **(sampler_options or {}))
         samples = ms.inverse_noise_scaling(sigmas[-1], samples)
         return self.latent_format.process_out(samples.to(torch.float32))
 
@@ -177,12 +178,17 @@ class CFGDenoiser:
         self.model = model
         self.model_sampling = model.model_sampling
         self.cfg = float(cfg)
+        self.cfg32_is_one = float(torch.tensor(self.cfg, dtype=torch.float32)) == 1.0
         self.latent_image = latent_image
         self.noise = noise
         self.mask = mask
         self.latent_mask = None if mask is None else 1.0 - mask
         self.positive = self._prepare(positive, latent_image)
         self.negative = self._prepare(negative, latent_image)
+        plain = lambda group: len(group) == 1 and group[0][1] is None and group[0][2] is None and group[0][3] is None  # noqa
+        self._simple = plain(self.positive) and plain(self.negative) and \
+            _can_concat(self.positive[0][0], self.negative[0][0])
+        self._contexts = None
 
     def _prepare(self, entries: list[CondEntry], latent: torch.Tensor):
         ms = self.model_sampling
@@ -225,8 +231,9 @@ class CFGDenoiser:
         want_uncond = uncond_tap is not None or not math.isclose(self.cfg, 1.0)
         cond_pred, uncond_pred = self.predict(x, sigma, self.positive, self.negative if want_uncond else None)
         if uncond_pred is None:
-            uncond_pred = torch.zeros_like(cond_pred)
-            result = cond_pred * self.cfg
+            uncond_pred = torch.zeros_like(cond_pred) if uncond_tap is not None else None
+            # 0 + (cond - 0) * cfg is cond * cfg; skip the exact multiplication when cfg is 1 in float32
+            result = cond_pred if self.cfg32_is_one else cond_pred * self.cfg
         else:
             result = uncond_pred + (cond_pred - uncond_pred) * self.cfg
         if uncond_tap is not None:
@@ -236,6 +243,13 @@ class CFGDenoiser:
     def predict(self, x: torch.Tensor, sigma: torch.Tensor, cond, uncond):
         """Network predictions for cond (index 0) and uncond (index 1), batching every entry whose
         context can be concatenated into one call (uncond first, as ComfyUI orders them)."""
+        if self._simple:  # one plain entry each: the common case, without bookkeeping
+            if uncond is None:
+                return self.model.apply_model(x, sigma, cond[0][0]), None
+            if self._contexts is None:
+                self._contexts = _concat_contexts([uncond[0][0], cond[0][0]])
+            u, c = self.model.apply_model(torch.cat([x, x]), torch.cat([sigma, sigma]), self._contexts).chunk(2)
+            return c, u
         s = float(sigma.reshape(-1)[0]) if any(e[2] is not None or e[3] is not None
                                                for group in (cond, uncond or []) for e in group) else None
         runs = []

@@ -6,6 +6,7 @@ import torch
 from tqdm.auto import trange
 
 from .model import offset_first_sigma_for_snr, request_uncond
+from .noise import FastBrownianNoiseSampler
 from .steps import (
     Ancestral, Stepper, ancestral_step, brownian_noise, flow_interpolate, lambdas, sde_exp_step,
     sde_noise, sigma_fn, t_fn, to_d,
@@ -29,10 +30,10 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
                               s_noise=1.0, noise_sampler=None):
     """Ancestral sampling with DPM-Solver++(2S) second-order single steps (Lu et al. 2022)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler))
+    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler), sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
-        sigma_down = anc.split(sigmas[i], sigmas[i + 1])
+        sigma_down = anc.split(sigmas[i], sigmas[i + 1], i)
         st.report(i, x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
             x = x + to_d(x, sigmas[i], denoised) * (sigma_down - sigmas[i])
@@ -80,15 +81,17 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
 # --- DPM-Solver++ SDE (single step) ---------------------------------------------------------------
 @torch.no_grad()
 def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                     noise_sampler=None, r=1 / 2, cpu_tree=True):
+                     noise_sampler=None, r=1 / 2, cpu_tree=True, noise_source="brownian"):
     """DPM-Solver++ (stochastic, second order, single step) with Brownian-tree noise (k-diffusion)."""
     if len(sigmas) <= 1:
         return x
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree, noise_source) if noise_sampler is None else noise_sampler
+    split = getattr(noise, "split", None) or (lambda a, m, b: (noise(a, m), noise(a, b)))
     lambda_fn, sigma_of = lambdas(model)
     sigmas = offset_first_sigma_for_snr(sigmas, model)
     fac = 1 / (2 * r)
+    inject = eta > 0 and s_noise > 0
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
         st.report(i, x, sigmas[i], denoised)
@@ -106,25 +109,27 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
         sd, su = ancestral_step(lambda_s.neg().exp(), lambda_s_1.neg().exp(), eta)
         h_ = sd.log().neg() - lambda_s
         x_2 = (alpha_s_1 / alpha_s) * (-h_).exp() * x - alpha_s_1 * (-h_).expm1() * denoised
-        if eta > 0 and s_noise > 0:
-            x_2 = x_2 + alpha_s_1 * noise(sigmas[i], sigma_s_1) * s_noise * su
+        if inject:
+            # both increments start at sigma_i; the second interval contains the first
+            noise_1, noise_2 = split(sigmas[i], sigma_s_1, sigmas[i + 1])
+            x_2 = x_2 + alpha_s_1 * noise_1 * s_noise * su
         denoised_2 = st(x_2, sigma_s_1)
         # Step 2: the full step with the blended prediction.
         sd, su = ancestral_step(lambda_s.neg().exp(), lambda_t.neg().exp(), eta)
         h_ = sd.log().neg() - lambda_s
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = (alpha_t / alpha_s) * (-h_).exp() * x - alpha_t * (-h_).expm1() * denoised_d
-        if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * su
+        if inject:
+            x = x + alpha_t * noise_2 * s_noise * su
     return x
 
 
 @torch.no_grad()
 def sample_dpmpp_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                         noise_sampler=None, r=1 / 2):
+                         noise_sampler=None, r=1 / 2, noise_source="brownian"):
     """DPM-Solver++ SDE with the Brownian tree kept on the sampling device."""
     return sample_dpmpp_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, r,
-                            cpu_tree=False)
+                            cpu_tree=False, noise_source=noise_source)
 
 
 # --- DPM-Solver++(2M) --------------------------------------------------------------------------------
@@ -203,14 +208,89 @@ def _correct_third_order(x, denoised, past_d, past_h, h, h_eta, alpha_t):
     return x
 
 
+def _multistep_sde_weights(sigmas: torch.Tensor, lambda_fn, eta: float, s_noise: float, correct) -> torch.Tensor:
+    """Every step's update as weights: x' = A x + w0 D_i + w1 D_(i-1) + w2 D_(i-2) + C noise.
+
+    The same arithmetic as the step-by-step form, evaluated once for the whole schedule in float64
+    (used by the fast-noise path, which promises ComfyUI's statistics, not its bits)."""
+    sig = sigmas.detach().double().cpu()
+    n = len(sig) - 1
+    weights = torch.zeros(n, 5, dtype=torch.float64)  # A, w0, w1, w2, C
+    past_h: list = []
+    for i in range(n):
+        if float(sig[i + 1]) == 0:
+            weights[i, 1] = 1.0
+            past_h = [None] + past_h[:1]
+            continue
+        lam_s, lam_t = lambda_fn(sig[i]), lambda_fn(sig[i + 1])
+        h = lam_t - lam_s
+        h_eta = h * (eta + 1)
+        alpha_t = sig[i + 1] * lam_t.exp()
+        w = [sig[i + 1] / sig[i] * (-h * eta).exp(), alpha_t * (-h_eta).expm1().neg(), 0.0, 0.0]
+        if correct is _correct_third_order:
+            phi_2 = h_eta.neg().expm1() / h_eta + 1
+            if len(past_h) > 1 and past_h[0] is not None and past_h[1] is not None:
+                r0, r1 = past_h[0] / h, past_h[1] / h
+                phi_3 = phi_2 / h_eta - 0.5
+                c1 = alpha_t * phi_2 / r0 * (1 + r0 / (r0 + r1)) - alpha_t * phi_3 / r0 / (r0 + r1)
+                c2 = -alpha_t * phi_2 / r1 * (r0 / (r0 + r1)) + alpha_t * phi_3 / r1 / (r0 + r1)
+                w[1] += c1
+                w[2] += c2 - c1
+                w[3] -= c2
+            elif past_h and past_h[0] is not None:
+                c = alpha_t * phi_2 / (past_h[0] / h)
+                w[1] += c
+                w[2] -= c
+        elif past_h and past_h[0] is not None:
+            r = past_h[0] / h
+            if correct is _correct_heun:
+                c = alpha_t * ((-h_eta).expm1().neg() / (-h_eta) + 1) * (1 / r)
+            else:
+                c = 0.5 * alpha_t * (-h_eta).expm1().neg() * (1 / r)
+            w[1] += c
+            w[2] -= c
+        noise_c = sig[i + 1] * (-2 * h * eta).expm1().neg().sqrt() * s_noise if eta > 0 and s_noise > 0 else 0.0
+        weights[i] = torch.tensor([float(v) for v in w] + [float(noise_c)], dtype=torch.float64)
+        past_h = [h] + past_h[:1]
+    return weights
+
+
+def _dpmpp_multistep_sde_fast(model, x, sigmas, extra_args, callback, disable, eta, s_noise, correct):
+    """The multistep SDE update in precomputed-weight form with device-side noise (opt-in)."""
+    st = Stepper(model, x, sigmas, extra_args, callback)
+    noise = FastBrownianNoiseSampler(x, st.seed)
+    lambda_fn, _ = lambdas(model)
+    sigmas = offset_first_sigma_for_snr(sigmas, model)
+    weights = _multistep_sde_weights(sigmas, lambda_fn, eta, s_noise, correct).to(x.device, x.dtype)
+    past: list = []
+    for i in trange(len(sigmas) - 1, disable=disable):
+        denoised = st(x, sigmas[i])
+        st.report(i, x, sigmas[i], denoised)
+        if st.sig[i + 1] == 0:
+            x = denoised
+        else:
+            a, w0, w1, w2, c = weights[i]
+            x = a * x + w0 * denoised
+            if past:
+                x = x + w1 * past[0]
+            if len(past) > 1:
+                x = x + w2 * past[1]
+            if eta > 0 and s_noise > 0:
+                x = x + c * noise(sigmas[i], sigmas[i + 1])
+        past = [denoised] + past[:1]
+    return x
+
+
 def _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, cpu_tree,
-                         correct, history):
+                         correct, history, noise_source="brownian"):
     """DPM-Solver++ multistep SDE driver: first-order exponential step, a multistep correction from
     the last ``history`` predictions, then Brownian-tree noise (Lu et al. 2022; k-diffusion)."""
     if len(sigmas) <= 1:
         return x
+    if noise_source == "fast" and noise_sampler is None:
+        return _dpmpp_multistep_sde_fast(model, x, sigmas, extra_args, callback, disable, eta, s_noise, correct)
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = brownian_noise(x, sigmas, st.seed, cpu_tree) if noise_sampler is None else noise_sampler
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree, noise_source) if noise_sampler is None else noise_sampler
     lambda_fn, _ = lambdas(model)
     sigmas = offset_first_sigma_for_snr(sigmas, model)
     past_d: list = []  # newest first
@@ -236,49 +316,50 @@ def _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                        noise_sampler=None, solver_type="midpoint", cpu_tree=True):
+                        noise_sampler=None, solver_type="midpoint", cpu_tree=True, noise_source="brownian"):
     """DPM-Solver++(2M) SDE with Brownian-tree noise; ``solver_type`` 'midpoint' or 'heun'."""
     corrections = {"midpoint": _correct_midpoint, "heun": _correct_heun}
     if solver_type not in corrections:
         raise ValueError("dpmpp_2m_sde: solver_type must be 'heun' or 'midpoint'")
     return _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
-                                cpu_tree, corrections[solver_type], history=1)
+                                cpu_tree, corrections[solver_type], history=1, noise_source=noise_source)
 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                            noise_sampler=None, solver_type="midpoint"):
+                            noise_sampler=None, solver_type="midpoint", noise_source="brownian"):
     """DPM-Solver++(2M) SDE with the Brownian tree kept on the sampling device."""
     return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
-                               solver_type, cpu_tree=False)
+                               solver_type, cpu_tree=False, noise_source=noise_source)
 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                             noise_sampler=None):
+                             noise_sampler=None, noise_source="brownian"):
     """DPM-Solver++(2M) SDE with the Heun-type second-order correction."""
-    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, "heun")
+    return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, "heun",
+                               noise_source=noise_source)
 
 
 @torch.no_grad()
 def sample_dpmpp_2m_sde_heun_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
-                                 s_noise=1.0, noise_sampler=None):
+                                 s_noise=1.0, noise_sampler=None, noise_source="brownian"):
     """DPM-Solver++(2M) SDE (Heun correction) with the Brownian tree on the sampling device."""
     return sample_dpmpp_2m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, "heun",
-                               cpu_tree=False)
+                               cpu_tree=False, noise_source=noise_source)
 
 
 @torch.no_grad()
 def sample_dpmpp_3m_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                        noise_sampler=None, cpu_tree=True):
+                        noise_sampler=None, cpu_tree=True, noise_source="brownian"):
     """DPM-Solver++(3M) SDE: third-order multistep with Brownian-tree noise (k-diffusion)."""
     return _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
-                                cpu_tree, _correct_third_order, history=2)
+                                cpu_tree, _correct_third_order, history=2, noise_source=noise_source)
 
 
 @torch.no_grad()
 def sample_dpmpp_3m_sde_gpu(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                            noise_sampler=None):
+                            noise_sampler=None, noise_source="brownian"):
     """DPM-Solver++(3M) SDE with the Brownian tree kept on the sampling device."""
     return sample_dpmpp_3m_sde(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler,
-                               cpu_tree=False)
+                               cpu_tree=False, noise_source=noise_source)

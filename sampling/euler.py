@@ -3,8 +3,6 @@ ancestral variants, DPM-Solver-2 and linear multistep. All share the k-diffusion
 ``(model, x, sigmas, extra_args=None, callback=None, disable=None, **options)``."""
 from __future__ import annotations
 
-import math
-
 import numpy
 import torch
 from tqdm.auto import trange
@@ -30,10 +28,10 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
                            noise_sampler=None):
     """Ancestral Euler: an Euler step to sigma_down plus fresh noise sigma_up (k-diffusion)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler))
+    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler), sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
-        anc.split(sigmas[i], sigmas[i + 1])
+        anc.split(sigmas[i], sigmas[i + 1], i)
         st.report(i, x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
             x = denoised
@@ -156,10 +154,10 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
                            noise_sampler=None):
     """Ancestral sampling with DPM-Solver-2 steps to sigma_down (k-diffusion)."""
     st = Stepper(model, x, sigmas, extra_args, callback)
-    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler))
+    anc = Ancestral(model, eta, s_noise, st.noise_sampler(x, noise_sampler), sigmas)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
-        sigma_down = anc.split(sigmas[i], sigmas[i + 1])
+        sigma_down = anc.split(sigmas[i], sigmas[i + 1], i)
         st.report(i, x, sigmas[i], denoised)
         d = to_d(x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
@@ -169,16 +167,22 @@ def sample_dpm_2_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
     return x
 
 
-def lms_coefficient(order: int, t: numpy.ndarray, i: int, j: int) -> float:
+def lms_coefficient(order: int, t, i: int, j: int) -> float:
     """Exact integral over [t_i, t_{i+1}] of the j-th Lagrange basis polynomial through
     t_i, t_{i-1}, ..., t_{i-order+1} (linear multistep / Adams-Bashforth in sigma)."""
     if order - 1 > i:
         raise ValueError(f"lms: order {order} is too high for step {i}")
-    nodes = [t[i - k] for k in range(order) if k != j]
-    basis = numpy.polynomial.Polynomial.fromroots(nodes) if nodes else numpy.polynomial.Polynomial([1.0])
-    denom = math.prod(t[i - j] - node for node in nodes)
-    antiderivative = basis.integ()
-    return float((antiderivative(t[i + 1]) - antiderivative(t[i])) / denom)
+    poly = [1.0]  # coefficients, lowest degree first
+    denom = 1.0
+    for k in range(order):
+        if k == j:
+            continue
+        root = t[i - k]
+        poly = [(poly[d - 1] if d else 0.0) - root * (poly[d] if d < len(poly) else 0.0) for d in range(len(poly) + 1)]
+        denom *= t[i - j] - root
+    a, b = t[i], t[i + 1]
+    integral = sum(c * (b ** (d + 1) - a ** (d + 1)) / (d + 1) for d, c in enumerate(poly))
+    return float(integral / denom)
 
 
 @torch.no_grad()

@@ -7,7 +7,8 @@ import torch
 
 from . import dpm_solver, dpmpp, euler, multistep, stochastic, unipc
 
-__all__ = ["SAMPLERS", "SAMPLER_NAMES", "RANDOM_INPAINT_NOISE_SAMPLERS", "CFG_PP_SAMPLERS", "get_sampler"]
+__all__ = ["SAMPLERS", "SAMPLER_NAMES", "RANDOM_INPAINT_NOISE_SAMPLERS", "CFG_PP_SAMPLERS", "SDE_NOISE_SAMPLERS",
+           "get_sampler"]
 
 SamplerFn = Callable[..., torch.Tensor]
 
@@ -61,6 +62,10 @@ SAMPLER_NAMES: list[str] = list(SAMPLERS)
 
 #: Samplers whose inpainting (noise_mask) noise is a fresh draw seeded with seed+1, not the node noise.
 RANDOM_INPAINT_NOISE_SAMPLERS = frozenset({"ddim"})
+
+#: Samplers driven by Brownian-motion noise; they accept ``noise_source`` ("brownian" or "fast").
+SDE_NOISE_SAMPLERS = frozenset({"dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu", "dpmpp_2m_sde_heun",
+                                "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu"})
 
 #: Samplers that read the unconditional prediction (they force the uncond pass even at cfg 1).
 CFG_PP_SAMPLERS = frozenset(name for name in SAMPLER_NAMES if name.endswith("_cfg_pp"))

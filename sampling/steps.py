@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from .model import is_flow, model_sampling_of
-from .noise import BrownianTreeNoiseSampler, NoiseSampler, default_noise_sampler
+from .noise import BrownianTreeNoiseSampler, FastBrownianNoiseSampler, NoiseSampler, default_noise_sampler
 
 Callback = Callable[[dict], None] | None
 
@@ -88,17 +88,31 @@ def flow_interpolate(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tenso
 
 class Ancestral:
     """The ancestral split for eps/v models (:func:`ancestral_step`) or flow models
-    (:func:`flow_ancestral_step`): a deterministic move to sigma_down, then renoising to sigma_next."""
+    (:func:`flow_ancestral_step`): a deterministic move to sigma_down, then renoising to sigma_next.
 
-    __slots__ = ("flow", "eta", "s_noise", "noise", "down", "up", "ratio")
+    The split of every step is computed once, vectorised over the schedule (only +, -, *, / and
+    square roots, so the values are bit-identical to per-step scalar arithmetic)."""
 
-    def __init__(self, model: Any, eta: float, s_noise: float, noise: NoiseSampler) -> None:
+    __slots__ = ("flow", "eta", "s_noise", "noise", "down", "up", "ratio", "_downs", "_ups", "_ratios")
+
+    def __init__(self, model: Any, eta: float, s_noise: float, noise: NoiseSampler,
+                 sigmas: torch.Tensor | None = None) -> None:
         self.flow = is_flow(model)
         self.eta, self.s_noise, self.noise = eta, s_noise, noise
         self.down = self.up = self.ratio = None
+        self._downs = self._ups = self._ratios = None
+        if sigmas is not None and len(sigmas) > 1:
+            if self.flow:
+                self._downs, self._ratios, self._ups = flow_ancestral_step(sigmas[:-1], sigmas[1:], eta)
+            elif eta:
+                self._downs, self._ups = ancestral_step(sigmas[:-1], sigmas[1:], eta=eta)
 
-    def split(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
-        if self.flow:
+    def split(self, sigma: torch.Tensor, sigma_next: torch.Tensor, i: int | None = None) -> torch.Tensor:
+        if i is not None and self._downs is not None:
+            self.down, self.up = self._downs[i], self._ups[i]
+            if self.flow:
+                self.ratio = self._ratios[i]
+        elif self.flow:
             self.down, self.ratio, self.up = flow_ancestral_step(sigma, sigma_next, self.eta)
         else:
             self.down, self.up = ancestral_step(sigma, sigma_next, eta=self.eta)
@@ -113,9 +127,17 @@ class Ancestral:
     def renoise(self, x: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
         if not self.eta:
             return x
+        scaled = scale_noise(self.noise(sigma, sigma_next), self.s_noise, self.up)
         if self.flow:
-            return self.ratio * x + self.noise(sigma, sigma_next) * self.s_noise * self.up
-        return x + self.noise(sigma, sigma_next) * self.s_noise * self.up
+            return self.ratio * x + scaled
+        return x + scaled
+
+
+def scale_noise(noise: torch.Tensor, s_noise: float, amount: torch.Tensor) -> torch.Tensor:
+    """``noise * s_noise * amount``, skipping the exact multiplication by s_noise == 1."""
+    if s_noise == 1.0:
+        return noise * amount
+    return noise * s_noise * amount
 
 
 class Churned:
@@ -172,8 +194,14 @@ def phi_2(h: torch.Tensor) -> torch.Tensor:
     return (torch.expm1(h) - h) / h
 
 
-def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seed: int | None, cpu_tree: bool) -> NoiseSampler:
-    """A Brownian-tree noise source over the run's positive sigma range (SDE samplers)."""
+def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seed: int | None, cpu_tree: bool,
+                   source: str = "brownian") -> NoiseSampler:
+    """The SDE samplers' noise: ComfyUI's Brownian tree over the run's positive sigma range, or
+    (``source="fast"``) the opt-in device-side source with the same statistics."""
+    if source == "fast":
+        return FastBrownianNoiseSampler(x, seed)
+    if source != "brownian":
+        raise ValueError(f"noise_source: unknown source {source!r}; allowed: brownian, fast")
     positive = sigmas[sigmas > 0]
     return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=seed, cpu=cpu_tree)
 
@@ -188,6 +216,8 @@ def sde_noise(x: torch.Tensor, noise: NoiseSampler, sigma: torch.Tensor, sigma_n
               h: torch.Tensor, eta: float, s_noise: float) -> torch.Tensor:
     """Add the noise that keeps a DPM-Solver++ SDE step on the marginals: sigma' * sqrt(1 - e^(-2 h eta))."""
     if eta > 0 and s_noise > 0:
+        if isinstance(noise, FastBrownianNoiseSampler):  # not ComfyUI's numbers anyway: one fused scale
+            return x + noise(sigma, sigma_next) * (sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise)
         x = x + noise(sigma, sigma_next) * sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise
     return x
 

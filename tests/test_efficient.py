@@ -280,3 +280,18 @@ def test_comfyui_interrupt_is_checked_every_step(monkeypatch):
         for step in range(5):
             hook(step, x0, x0, 5)
     assert len(calls["updates"]) == 2
+
+
+def test_noise_script_opts_sde_samplers_into_fast_noise():
+    from stepwise_sampler.nodes.script import StepwiseNoiseScript
+
+    model = dm.DemoModel()
+    (fast,) = StepwiseNoiseScript().script("fast")
+    (brownian,) = StepwiseNoiseScript().script("brownian")
+    a = eff(model, sampler="dpmpp_2m_sde", script=fast, vae_decode="false")["result"][3]["samples"]
+    b = eff(model, sampler="dpmpp_2m_sde", script=brownian, vae_decode="false")["result"][3]["samples"]
+    (plain,) = StepwiseKSampler().sample(model, 3, 6, 7.0, "dpmpp_2m_sde", "karras", POS, NEG, _latent(), 1.0)
+    assert torch.equal(b, plain["samples"]), "brownian is the default, ComfyUI-identical source"
+    assert not torch.equal(a, b) and torch.isfinite(a).all()
+    again = eff(model, sampler="dpmpp_2m_sde", script=fast, vae_decode="false")["result"][3]["samples"]
+    assert torch.equal(a, again)

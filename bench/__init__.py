@@ -1,0 +1,1 @@
+"""Stepwise benchmarks: `python -m bench` (see README). Peers are measured in the same run."""

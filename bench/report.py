@@ -1,0 +1,148 @@
+"""Tables (markdown) and plots (PNG) of a bench run, with each target marked met or missed."""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["summary", "plots"]
+
+
+def _ok(cond: bool) -> str:
+    return "met" if cond else "MISSED"
+
+
+def summary(results: dict, meta: dict) -> str:
+    lines = [f"# Stepwise bench ({meta['device']}, torch {meta['torch']}, {meta['threads']} threads"
+             f"{', quick' if meta['quick'] else ''})", ""]
+    if "overhead" in results:
+        rows = results["overhead"]["rows"]
+        lines += ["## Overhead per step (null denoiser, 20 steps, karras)", "",
+                  "| sampler | latent | cfg | ours µs/step | k-diffusion µs/step | ours / k-diffusion |",
+                  "|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['sampler']} | 4x{r['size']}x{r['size']} | {r['cfg']:g} | {r['ours_us_per_step']:.0f} | "
+                         f"{r.get('kdiff_us_per_step', float('nan')):.0f} | {r.get('ratio_vs_kdiff', float('nan')):.2f} |")
+        ratios = [r["ratio_vs_kdiff"] for r in rows if "ratio_vs_kdiff" in r]
+        if ratios:
+            worst = max(rows, key=lambda r: r.get("ratio_vs_kdiff", 0))
+            lines += ["", f"Target overhead ≤ k-diffusion's for every shared sampler: {_ok(max(ratios) <= 1.0)} "
+                          f"(median ratio {sorted(ratios)[len(ratios) // 2]:.2f}, worst {max(ratios):.2f} for "
+                          f"{worst['sampler']} 4x{worst['size']}x{worst['size']} cfg {worst['cfg']:g})."]
+        if results["overhead"].get("diffusers"):
+            lines += ["", "| diffusers scheduler | µs/step (4x64x64, no CFG) |", "|---|---|"]
+            lines += [f"| {r['sampler']} | {r['diffusers_us_per_step']:.0f} |" for r in results["overhead"]["diffusers"]]
+        lines.append("")
+    if "limit" in results:
+        r = results["limit"]
+        lines += [f"## Total time / model-forward time (random-weight UNet, {r['unet_params'] / 1e6:.2f}M parameters, "
+                  f"4x{r['size']}x{r['size']})", "", "| sampler | cfg | model calls | total s | T_lim s | total / T_lim |",
+                  "|---|---|---|---|---|---|"]
+        for row in r["rows"]:
+            lines.append(f"| {row['sampler']} | {row['cfg']:g} | {row['model_calls']} | {row['total_s']:.3f} | "
+                         f"{row['t_lim_s']:.3f} | {row['ratio']:.4f} |")
+        cfg7 = [row["ratio"] for row in r["rows"] if row["cfg"] == 7.0]
+        if cfg7:
+            lines += ["", f"Target total/T_lim ≤ 1.01 at cfg 7: {_ok(max(cfg7) <= 1.01)} (worst {max(cfg7):.4f}).", ""]
+    if "sde" in results:
+        lines += ["## SDE noise cost (null denoiser, 4x64x64, 20 steps)", "",
+                  "| sampler | ODE baseline (same evaluations per step) | ODE µs/step | Brownian tree µs/step | ×ODE | "
+                  "fast µs/step | ×ODE |", "|---|---|---|---|---|---|---|"]
+        rows = results["sde"]["rows"]
+        for row in rows:
+            lines.append(f"| {row['sampler']} | {row['ode_baseline']} | {row['ode_us_per_step']:.0f} | "
+                         f"{row['brownian_us_per_step']:.0f} | "
+                         f"{row['brownian_vs_ode']:.1f} | {row['fast_us_per_step']:.0f} | {row['fast_vs_ode']:.2f} |")
+        worst = max(row["fast_vs_ode"] for row in rows)
+        lines += ["", f"Target SDE samplers with fast noise ≤ 2× the ODE overhead: {_ok(worst <= 2.0)} "
+                      f"(worst {worst:.2f}×).", ""]
+    if "accuracy" in results:
+        acc = results["accuracy"]
+        lines += [f"## Accuracy vs NFE on the demo model's exact denoiser ({acc['size']}x{acc['size']} latents, cfg 1; "
+                  f"reference: {acc['reference']})", ""]
+        nfes = sorted({p["nfe"] for pts in acc["rmse"].values() for p in pts})
+        lines += ["| sampler/schedule | " + " | ".join(f"NFE {n}" for n in nfes) + " |",
+                  "|---|" + "---|" * len(nfes)]
+        for key, pts in acc["rmse"].items():
+            by = {p["nfe"]: p["rmse"] for p in pts}
+            lines.append(f"| {key} | " + " | ".join(f"{by[n]:.2e}" if n in by else "–" for n in nfes) + " |")
+        base = {p["nfe"]: p["rmse"] for p in acc["rmse"].get("dpmpp_2m/karras", [])}
+        best = None
+        for key, pts in acc["rmse"].items():
+            for p in pts:
+                if p["nfe"] <= 10 and p["nfe"] in base and key != "dpmpp_2m/karras":
+                    gain = base[p["nfe"]] / max(p["rmse"], 1e-30)
+                    if best is None or gain > best[0]:
+                        best = (gain, key, p["nfe"])
+        if best:
+            lines += ["", f"Target one pair ≥ 2× lower RMSE than dpmpp_2m/karras at NFE ≤ 10: {_ok(best[0] >= 2)} "
+                          f"(best: {best[1]} at NFE {best[2]}, {best[0]:.1f}× lower).", ""]
+        dist = acc.get("distribution", {})
+        if dist:
+            lines += ["Distribution check (sliced Wasserstein distance to exact mixture samples, 20 steps; "
+                      f"two exact sample sets differ by {dist['noise_floor']:.4f}):", "",
+                      "| sampler | SWD |", "|---|---|"]
+            lines += [f"| {k} | {v:.4f} |" for k, v in dist.items() if k != "noise_floor"]
+            lines.append("")
+    if "preview" in results:
+        lines += [f"## Preview cost (UNet, euler, {results['preview']['steps']} steps, 4x64x64, cfg 7)", "",
+                  "| previewer | throttle | previews | overhead |", "|---|---|---|---|"]
+        rows = results["preview"]["rows"]
+        for row in rows:
+            lines.append(f"| {row['previewer']} | {row['throttle']} | {row['previews']} | {100 * row['overhead']:+.2f}% |")
+        l2r = [r["overhead"] for r in rows if r["previewer"] == "latent2rgb" and r["throttle"] != "every step"]
+        tae = [r["overhead"] for r in rows if r["previewer"].startswith("taesd") and r["throttle"] != "every step"]
+        if l2r and tae:
+            lines += ["", f"Targets: latent2rgb ≤ 1 %: {_ok(l2r[0] <= 0.01)} ({100 * l2r[0]:.2f}%); TAESD-sized ≤ 3 %: "
+                          f"{_ok(tae[0] <= 0.03)} ({100 * tae[0]:.2f}%).", ""]
+    if "memory" in results:
+        lines += ["## Peak memory (UNet, 4x64x64, cfg 7)", "", "| sampler | extra latent-sized buffers over the forward peak |",
+                  "|---|---|"]
+        rows = results["memory"]["rows"]
+        lines += [f"| {r['sampler']} | {r['extra_latent_buffers']:.1f} |" for r in rows]
+        worst = max(r["extra_latent_buffers"] for r in rows)
+        lines += ["", f"Target peak ≤ forward peak + 6 latent-sized buffers: {_ok(worst <= 6)} (worst {worst:.1f}).", ""]
+    return "\n".join(lines) + "\n"
+
+
+def plots(results: dict, out: Path) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no plots (pip install -e .[bench])")
+        return
+    if "accuracy" in results:
+        rmse = results["accuracy"]["rmse"]
+        schedules = sorted({k.split("/")[1] for k in rmse})
+        fig, axes = plt.subplots(1, len(schedules), figsize=(5 * len(schedules), 4.5), squeeze=False, sharey=True)
+        for ax, sched in zip(axes[0], schedules):
+            for key, pts in rmse.items():
+                name, s = key.split("/")
+                if s != sched or not pts:
+                    continue
+                ax.plot([p["used"] for p in pts], [p["rmse"] for p in pts], marker="o", label=name,
+                        linewidth=2.5 if name in ("dpmpp_2m", "uni_pc") else 1)
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_title(sched)
+            ax.set_xlabel("model evaluations")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("RMSE vs reference (model space)")
+        axes[0][-1].legend(fontsize=7, loc="lower left")
+        fig.suptitle("Accuracy vs NFE on the demo model's exact denoiser")
+        fig.tight_layout()
+        fig.savefig(out / "accuracy.png", dpi=110)
+        plt.close(fig)
+    if "overhead" in results and any("kdiff_us_per_step" in r for r in results["overhead"]["rows"]):
+        rows = [r for r in results["overhead"]["rows"] if r["size"] == 64 and r["cfg"] == 7.0]
+        fig, ax = plt.subplots(figsize=(10, 4))
+        xs = range(len(rows))
+        ax.bar([x - 0.2 for x in xs], [r["ours_us_per_step"] for r in rows], width=0.4, label="Stepwise")
+        ax.bar([x + 0.2 for x in xs], [r.get("kdiff_us_per_step", 0) for r in rows], width=0.4, label="k-diffusion")
+        ax.set_xticks(list(xs), [r["sampler"] for r in rows], rotation=40, ha="right")
+        ax.set_ylabel("µs per step (null denoiser, 4x64x64, cfg 7)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out / "overhead.png", dpi=110)
+        plt.close(fig)
