@@ -10,4 +10,19 @@ from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 __version__ = "0.1.0"
 WEB_DIRECTORY = "./js"
 
+
+def _register_comfyui_routes() -> None:
+    """Inside ComfyUI (its ``server`` module is loaded and running), add our schedule route."""
+    import sys
+
+    server = sys.modules.get("server")
+    instance = getattr(getattr(server, "PromptServer", None), "instance", None)
+    if instance is not None and "comfy" in sys.modules:
+        from .nodes.comfy_routes import register_routes
+
+        register_routes(instance)
+
+
+_register_comfyui_routes()
+
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY", "__version__"]

@@ -29,14 +29,28 @@ MS = DiscreteModelSampling.scaled_linear()
 
 
 def timeit(fn, repeats: int) -> float:
-    """Median wall time of ``fn()`` in seconds (after one warm-up call)."""
+    """Best wall time of ``fn()`` in seconds over ``repeats`` runs after one warm-up call.
+
+    The minimum is the robust estimate on a shared machine: interference only ever adds time."""
     fn()
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return min(times)
+
+
+def paired(a, b, repeats: int) -> tuple[float, float]:
+    """Best times of two functions measured alternately, so both see the same machine state."""
+    a(), b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t)
+    return min(ta), min(tb)
 
 
 class NullModel(StandaloneModel):
@@ -47,6 +61,22 @@ class NullModel(StandaloneModel):
 
     def apply_model(self, x, sigma, context):
         return x * (1.0 / (1.0 + sigma.view(-1, *([1] * (x.ndim - 1))) ** 2))
+
+
+class SharedNoise:
+    """A fixed noise tensor for any (sigma, sigma_next): the cheapest possible noise source."""
+
+    def __init__(self, x) -> None:
+        self.z = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+
+    def __call__(self, sigma, sigma_next):
+        return self.z
+
+
+def _with(fn, kwargs: dict):
+    if not kwargs:
+        return fn
+    return lambda *a, **kw: fn(*a, **{**kw, **kwargs})
 
 
 def _conds(batch: int = 1):
@@ -73,22 +103,27 @@ def suite_overhead(args, peers) -> dict:
             names = list(K_DIFFUSION_SHARED) if not args.quick else ["euler", "dpmpp_2m", "dpmpp_2m_sde"]
             for name in names:
                 sigmas = ksampler_sigmas(MS, "karras", name, steps)
+                # SDE samplers: both sides get the same cheap noise source, so the row measures the
+                # samplers and not torchsde's Brownian tree (identical code on both sides; see the sde suite)
+                shared = {"noise_sampler": SharedNoise(x0)} if name.endswith("sde") else {}
 
                 def ours():
-                    ours_model.sample(x0, latent, SAMPLERS[name], sigmas, pos, neg, cfg, seed=1)
+                    ours_model.sample(x0, latent, _with(SAMPLERS[name], shared), sigmas, pos, neg, cfg, seed=1)
 
-                t_ours = timeit(ours, args.repeats)
-                row = {"sampler": name, "size": size, "cfg": cfg, "ours_us_per_step": 1e6 * t_ours / steps}
+                row = {"sampler": name, "size": size, "cfg": cfg, "noise": "shared" if shared else "own"}
                 if kd is not None:
                     fn = getattr(kd, K_DIFFUSION_SHARED[name])
 
                     def peer():
                         torch.manual_seed(1)
-                        fn(peer_model, x0 * sigmas[0], sigmas, extra_args={}, disable=True)
+                        fn(peer_model, x0 * sigmas[0], sigmas, extra_args={}, disable=True, **shared)
 
-                    t_kd = timeit(peer, args.repeats)
+                    t_ours, t_kd = paired(ours, peer, args.repeats)
                     row["kdiff_us_per_step"] = 1e6 * t_kd / steps
                     row["ratio_vs_kdiff"] = t_ours / t_kd
+                else:
+                    t_ours = timeit(ours, args.repeats)
+                row["ours_us_per_step"] = 1e6 * t_ours / steps
                 rows.append(row)
                 _progress(f"overhead {name} {size} cfg{cfg:g}: ours {row['ours_us_per_step']:.0f} us/step"
                           + (f", k-diffusion {row['kdiff_us_per_step']:.0f} ({row['ratio_vs_kdiff']:.2f}x)"
@@ -165,11 +200,7 @@ def suite_limit(args, peers) -> dict:
                 def total():
                     model.sample(noise, latent, SAMPLERS[name], sigmas, pos, neg, cfg, seed=1, **opts)
 
-                t_lim, t_tot = [], []
-                for _ in range(args.repeats):  # interleaved, to share any drift
-                    t_lim.append(timeit(forwards, 1))
-                    t_tot.append(timeit(total, 1))
-                lim, tot = statistics.median(t_lim), statistics.median(t_tot)
+                lim, tot = paired(forwards, total, args.repeats)
                 rows.append({"sampler": name, "cfg": cfg, "steps": steps, "model_calls": len(shapes),
                              "total_s": tot, "t_lim_s": lim, "ratio": tot / lim})
                 _progress(f"limit {name} cfg{cfg:g}: total/T_lim = {tot / lim:.4f} ({tot:.3f}s / {lim:.3f}s)")
@@ -185,14 +216,14 @@ def suite_sde(args, peers) -> dict:
     sig = ksampler_sigmas(MS, "karras", "dpmpp_2m", steps)
     # the ODE baseline does the same number of model evaluations per step: dpmpp_sde evaluates twice
     baselines = {"dpmpp_2m_sde": "dpmpp_2m", "dpmpp_3m_sde": "dpmpp_2m", "dpmpp_sde": "dpm_2"}
-    base_t = {b: timeit(lambda b=b: SAMPLERS[b](null, x0 * sig[0], sig, extra_args={"seed": 1}, disable=True),
-                        args.repeats) for b in set(baselines.values())}
     for name in ("dpmpp_2m_sde", "dpmpp_sde", "dpmpp_3m_sde"):
-        base = base_t[baselines[name]]
-        row = {"sampler": name, "ode_baseline": baselines[name], "ode_us_per_step": 1e6 * base / steps}
+        b = baselines[name]
+        row = {"sampler": name, "ode_baseline": b}
         for source in ("brownian", "fast"):
-            t = timeit(lambda: SAMPLERS[name](null, x0 * sig[0], sig, extra_args={"seed": 1}, disable=True,
-                                              noise_source=source), args.repeats)
+            base, t = paired(lambda: SAMPLERS[b](null, x0 * sig[0], sig, extra_args={"seed": 1}, disable=True),
+                             lambda: SAMPLERS[name](null, x0 * sig[0], sig, extra_args={"seed": 1}, disable=True,
+                                                    noise_source=source), args.repeats)
+            row["ode_us_per_step"] = 1e6 * base / steps
             row[f"{source}_us_per_step"] = 1e6 * t / steps
             row[f"{source}_vs_ode"] = t / base
         rows.append(row)
@@ -346,12 +377,9 @@ def suite_preview(args, peers) -> dict:
                     hook = PreviewHook(decoder, lambda s, t, img: counter.append(img is not None), config)
                     model.sample(noise, latent, SAMPLERS["euler"], sigmas, pos, neg, 7.0, seed=1, callback=hook)
 
-                t0, t1 = [], []
-                for _ in range(args.repeats):
-                    t0.append(timeit(plain, 1))
-                    counter.clear()
-                    t1.append(timeit(with_preview, 1))
-                base, withp = statistics.median(t0), statistics.median(t1)
+                base, withp = paired(plain, with_preview, args.repeats)
+                counter.clear()
+                with_preview()
                 shown = sum(counter)
                 rows.append({"previewer": label, "throttle": "every step" if every_step else "250 ms + last step",
                              "previews": shown, "base_s": base, "with_s": withp, "overhead": withp / base - 1})

@@ -45,6 +45,9 @@ class Observer:
     interrupt: threading.Event | None = None
     runs: list[RunInfo] = field(default_factory=list)
     show_progress: bool = False
+    want_ui: bool = False
+    #: previews for nodes without their own preview method (an editor's global default)
+    default_preview: Any = None
 
     def check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt.is_set():

@@ -47,7 +47,7 @@ def decode_latent(vae: Any, latent: dict, mode: str) -> torch.Tensor:
 
 
 def _efficient(node: str, model, positive, negative, latent_image, preview_method, vae_decode, optional_vae,
-               script, allowed_decode, sampling: dict, prompt=None, extra_pnginfo=None):
+               script, allowed_decode, sampling: dict, prompt=None, extra_pnginfo=None, unique_id=None):
     check_preview_method(preview_method)
     if vae_decode not in allowed_decode:
         raise ValueError(f"vae_decode: {vae_decode!r} is not one of the allowed values: {', '.join(allowed_decode)}")
@@ -58,14 +58,16 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
                          f"brings none; connect optional_vae or set vae_decode to 'false'")
     key = (node, model, positive, negative, latent_image, sampling, script)
     out = RESULT_CACHE.get(key)
+    runs: list = []
     if out is None:
         preview = PreviewConfig(method=preview_method)
 
         def sample(latent: dict, **overrides) -> dict:
             kw = {**sampling, **overrides}
-            (res,), _ = run_common_ksampler(model, kw.pop("seed"), kw.pop("steps"), kw.pop("cfg"),
-                                            kw.pop("sampler_name"), kw.pop("scheduler"), positive, negative, latent,
-                                            preview=preview, **kw)
+            (res,), info = run_common_ksampler(model, kw.pop("seed"), kw.pop("steps"), kw.pop("cfg"),
+                                               kw.pop("sampler_name"), kw.pop("scheduler"), positive, negative,
+                                               latent, preview=preview, unique_id=unique_id, **kw)
+            runs.append(info)
             return res
 
         out = apply_script(script, sample, latent_image)
@@ -82,7 +84,10 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
             observer = current_observer()
             if observer is not None and observer.show_images is not None:
                 shown = observer.show_images(images)
-    return {"ui": {"images": shown}, "result": (model, positive, negative, out, vae, images)}
+    ui = {"images": shown}
+    if runs and runs[0].sigmas is not None:
+        ui["stepwise"] = [{"sigmas": [float(v) for v in runs[0].sigmas.tolist()], "sampled": runs[0].sampled}]
+    return {"ui": ui, "result": (model, positive, negative, out, vae, images)}
 
 
 def _efficient_inputs(base: type, decode_choices: list[str]) -> dict:
@@ -119,7 +124,7 @@ class StepwiseKSamplerEfficient:
                     "denoise": denoise}
         check_widgets(type(self), {**sampling, "preview_method": preview_method})
         return _efficient("KSampler", model, positive, negative, latent_image, preview_method, vae_decode,
-                          optional_vae, script, VAE_DECODE, sampling, prompt, extra_pnginfo)
+                          optional_vae, script, VAE_DECODE, sampling, prompt, extra_pnginfo, unique_id)
 
 
 class StepwiseKSamplerAdvancedEfficient:
@@ -149,4 +154,4 @@ class StepwiseKSamplerAdvancedEfficient:
                     "start_step": start_at_step, "last_step": end_at_step,
                     "force_full_denoise": return_with_leftover_noise != "enable"}
         return _efficient("KSamplerAdvanced", model, positive, negative, latent_image, preview_method, vae_decode,
-                          optional_vae, script, VAE_DECODE_ADVANCED, sampling, prompt, extra_pnginfo)
+                          optional_vae, script, VAE_DECODE_ADVANCED, sampling, prompt, extra_pnginfo, unique_id)

@@ -7,6 +7,7 @@ from ..preview import PreviewConfig, PreviewHook, make_decoder
 from ..sampling import SAMPLER_NAMES, RunInfo, common_ksampler
 from ..schedulers import SCHEDULER_NAMES
 from .bridge import as_backend, current_observer, is_comfy_model
+from .schedule_api import remember_model_sampling
 from .widgets import check_widgets
 
 __all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "run_common_ksampler", "make_step_callback"]
@@ -45,6 +46,7 @@ def make_step_callback(model: Any, steps: int, preview: PreviewConfig | None = N
     observer = current_observer()
     if observer is not None:
         hook = None
+        preview = preview if preview is not None else observer.default_preview
         if preview is not None and preview.method != "none":
             def sink(step: int, total: int, image) -> None:
                 if image is not None and observer.on_preview is not None:
@@ -72,16 +74,27 @@ def make_step_callback(model: Any, steps: int, preview: PreviewConfig | None = N
 
 
 def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-                        preview: PreviewConfig | None = None, **kw):
+                        preview: PreviewConfig | None = None, unique_id=None, **kw):
     """From node arguments to :func:`common_ksampler` (used by every node); returns (out, RunInfo)."""
     callback, disable_pbar = make_step_callback(model, steps, preview)
     info = RunInfo()
-    out = common_ksampler(as_backend(model), seed, steps, cfg, sampler_name, scheduler, positive, negative,
+    backend = as_backend(model)
+    remember_model_sampling(unique_id, getattr(backend, "model_sampling", None))
+    out = common_ksampler(backend, seed, steps, cfg, sampler_name, scheduler, positive, negative,
                           latent_image, callback=callback, disable_pbar=disable_pbar, info=info, **kw)
     observer = current_observer()
     if observer is not None:
         observer.runs.append(info)
     return out, info
+
+
+def with_ui(model, out: tuple, info: RunInfo):
+    """Inside an editor (ComfyUI, or ``stepwise serve``), also send the sigmas that ran to the node's plot."""
+    observer = current_observer()
+    if not (is_comfy_model(model) or (observer is not None and observer.want_ui)):
+        return out
+    used = [] if info.sigmas is None else [float(v) for v in info.sigmas.tolist()]
+    return {"ui": {"stepwise": [{"sigmas": used, "sampled": bool(info.sampled)}]}, "result": out}
 
 
 class StepwiseKSampler:
@@ -97,19 +110,20 @@ class StepwiseKSampler:
             **sampler_inputs(),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "How much of the schedule to run; below 1 keeps the input's structure."}),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
     CATEGORY = "stepwise/sampling"
     DESCRIPTION = "KSampler with Stepwise's sampling core: identical results to the core node."
 
-    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0):
+    def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
+               unique_id=None):
         check_widgets(type(self), {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                                    "scheduler": scheduler, "denoise": denoise})
-        out, _ = run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                     latent_image, denoise=denoise)
-        return out
+        out, info = run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                        latent_image, denoise=denoise, unique_id=unique_id)
+        return with_ui(model, out, info)
 
 
 class StepwiseKSamplerAdvanced:
@@ -127,7 +141,7 @@ class StepwiseKSamplerAdvanced:
             "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
             "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
             "return_with_leftover_noise": (["disable", "enable"],),
-        }}
+        }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
     FUNCTION = "sample"
@@ -135,13 +149,13 @@ class StepwiseKSamplerAdvanced:
     DESCRIPTION = "KSampler (Advanced) with Stepwise's sampling core: identical results to the core node."
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-               latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0):
+               latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0, unique_id=None):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
                                    "return_with_leftover_noise": return_with_leftover_noise})
-        out, _ = run_common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                     latent_image, denoise=denoise, disable_noise=add_noise == "disable",
-                                     start_step=start_at_step, last_step=end_at_step,
-                                     force_full_denoise=return_with_leftover_noise != "enable")
-        return out
+        out, info = run_common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
+                                        latent_image, denoise=denoise, disable_noise=add_noise == "disable",
+                                        start_step=start_at_step, last_step=end_at_step,
+                                        force_full_denoise=return_with_leftover_noise != "enable", unique_id=unique_id)
+        return with_ui(model, out, info)

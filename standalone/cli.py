@@ -114,6 +114,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    """Serve the ComfyUI editor with Stepwise's nodes on the demo model (to try and test the pack)."""
+    from .server import serve
+
+    serve(args.port, args.listen, args.out, args.input_dir)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from .workflow import WorkflowError
 
@@ -128,6 +136,12 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--input-dir", default="input", help="where LoadImage reads (default: input)")
     run.add_argument("--preview", default=None, help="also write each sampler step's latent preview here")
     run.set_defaults(func=_cmd_run)
+    srv = sub.add_parser("serve", help=_cmd_serve.__doc__)
+    srv.add_argument("--port", type=int, default=8188)
+    srv.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    srv.add_argument("--out", default="output", help="output folder (default: output)")
+    srv.add_argument("--input-dir", default="input", help="input folder for LoadImage (default: input)")
+    srv.set_defaults(func=_cmd_serve)
     toy = sub.add_parser("toy", help=_cmd_toy.__doc__)
     toy.add_argument("--golden", default="../shared/golden", help="directory holding toy_model.safetensors")
     toy.add_argument("--out", default="out")
@@ -142,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (WorkflowError, ValueError, FileNotFoundError) as exc:
+    except (WorkflowError, ValueError, FileNotFoundError, RuntimeError) as exc:
         print(f"stepwise: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

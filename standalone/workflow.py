@@ -28,6 +28,13 @@ NodeRegistry = dict[str, type]
 class WorkflowError(ValueError):
     """A workflow problem, naming the node (and input) it concerns."""
 
+    def __init__(self, message: str, node_id: str | None = None, input_name: str | None = None,
+                 class_type: str | None = None) -> None:
+        super().__init__(message)
+        self.node_id = None if node_id is None else str(node_id)
+        self.input_name = input_name
+        self.class_type = class_type
+
 
 @dataclass
 class Prompt:
@@ -151,7 +158,7 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
         cls = registry.get(ntype)
         if cls is None:
             raise WorkflowError(f"node {nid}: unknown node type {ntype!r}; supported types: "
-                                f"{', '.join(sorted(registry))}")
+                                f"{', '.join(sorted(registry))}", nid, None, ntype)
         inputs: dict[str, Any] = {}
         values = n.get("widgets_values")
         linked = {name: link for name, _, link in input_types(n) if link is not None}
@@ -210,14 +217,14 @@ def _order(prompt: Prompt, targets: list[str]) -> list[str]:
             return
         if state.get(nid) == 1:
             cycle = path[path.index(nid):] + [nid]
-            raise WorkflowError(f"node {nid}: the workflow has a cycle ({' -> '.join(cycle)})")
+            raise WorkflowError(f"node {nid}: the workflow has a cycle ({' -> '.join(cycle)})", nid)
         state[nid] = 1
         for name, value in prompt.nodes[nid]["inputs"].items():
             if _is_link(value):
                 src = str(value[0])
                 if src not in prompt.nodes:
                     raise WorkflowError(f"node {nid} input {name!r}: linked to node {src}, which is not in the "
-                                        f"workflow (missing, muted or bypassed without a pass-through)")
+                                        f"workflow (missing, muted or bypassed without a pass-through)", nid, name)
                 visit(src, path + [nid])
         state[nid] = 2
         order.append(nid)
@@ -234,7 +241,9 @@ def _declared_inputs(cls: type) -> set[str]:
 
 def execute(prompt: Prompt, registry: NodeRegistry | None = None,
             on_node: Callable[[str, str], None] | None = None,
-            notice: Callable[[str], None] | None = None) -> dict[str, Any]:
+            notice: Callable[[str], None] | None = None,
+            on_output: Callable[[str, dict], None] | None = None,
+            validate_only: bool = False) -> dict[str, Any]:
     """Run every output node and what it depends on. Returns node id -> outputs."""
     from ..nodes.widgets import check_widget, widget_spec
     from .registry import node_registry
@@ -243,10 +252,13 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
     for nid, n in prompt.nodes.items():
         if n["class_type"] not in registry:
             raise WorkflowError(f"node {nid}: unknown node type {n['class_type']!r}; supported types: "
-                                f"{', '.join(sorted(registry))}")
+                                f"{', '.join(sorted(registry))}", nid, None, n["class_type"])
     targets = _output_nodes(prompt, registry)
     if not targets:
         raise WorkflowError("workflow: no output node (SaveImage, PreviewImage, ...): nothing would be produced")
+    for nid, n in prompt.nodes.items():
+        if not isinstance(n.get("inputs"), dict):
+            raise WorkflowError(f"node {nid}: 'inputs' must be an object", nid)
     order = _order(prompt, targets)
     api = {nid: {"class_type": n["class_type"],
                  "inputs": {k: (v if not isinstance(v, _Missing) else None) for k, v in n["inputs"].items()}}
@@ -259,12 +271,13 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
         for name, value in node["inputs"].items():
             if isinstance(value, _Missing):
                 raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is not "
-                                    f"connected ({value!r})")
+                                    f"connected ({value!r})", nid, name, node["class_type"])
             if not _is_link(value) and name in _declared_inputs(cls):
                 try:
                     check_widget(cls, name, value)
                 except ValueError as exc:
-                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}") from None
+                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}", nid, name,
+                                        node["class_type"]) from None
         for name, spec in types.get("required", {}).items():
             if name not in node["inputs"]:
                 kind = spec[0]
@@ -274,7 +287,10 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
                 elif isinstance(kind, (list, tuple)) and kind:
                     node["inputs"][name] = kind[0]
                 else:
-                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is missing")
+                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is missing",
+                                        nid, name, node["class_type"])
+    if validate_only:
+        return {}
     results: dict[str, Any] = {}
     for nid in order:
         node = prompt.nodes[nid]
@@ -291,14 +307,15 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
                 src, slot = str(value[0]), value[1]
                 outs = results[src]
                 if not isinstance(outs, (tuple, list)) or slot >= len(outs):
-                    raise WorkflowError(f"node {nid} input {name!r}: node {src} has no output {slot}")
+                    raise WorkflowError(f"node {nid} input {name!r}: node {src} has no output {slot}", nid, name)
                 value = outs[slot]
                 spec = widget_spec(cls, name)
                 if spec is not None and (isinstance(spec[0], (list, tuple)) or spec[0] in WIDGET_TYPES):
                     try:
                         check_widget(cls, name, value)
                     except ValueError as exc:
-                        raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}") from None
+                        raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}", nid, name,
+                                            node["class_type"]) from None
             kwargs[name] = value
         hidden = cls.INPUT_TYPES().get("hidden", {})
         for name, kind in hidden.items():
@@ -315,8 +332,10 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
         except WorkflowError:
             raise
         except (ValueError, TypeError) as exc:
-            raise WorkflowError(f"node {nid} ({node['class_type']}): {exc}") from None
+            raise WorkflowError(f"node {nid} ({node['class_type']}): {exc}", nid, None, node["class_type"]) from None
         if isinstance(out, dict):
+            if out.get("ui") and on_output is not None:
+                on_output(nid, out["ui"])
             out = out.get("result", ())
         results[nid] = tuple(out) if out is not None else ()
     return results

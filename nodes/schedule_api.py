@@ -1,0 +1,109 @@
+"""``GET /stepwise/sigmas``: the schedule a sampler node will run, for the editor's plot.
+
+Pure Python: both ComfyUI's server (``comfy_routes.py``) and ``stepwise serve`` call
+:func:`sigmas_response`. The sigma table is SD1.5's unless the node last ran with another model.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Mapping
+
+from ..sampling import SAMPLER_NAMES
+from ..schedulers import SCHEDULER_NAMES, DiscreteModelSampling, plan_sigmas
+
+__all__ = ["sigmas_response", "remember_model_sampling", "MAX_PLOT_STEPS"]
+
+MAX_PLOT_STEPS = 1000
+_DEFAULT = None
+_LAST: dict[str, Any] = {}
+
+
+def _default_ms():
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = DiscreteModelSampling.scaled_linear()
+    return _DEFAULT
+
+
+def remember_model_sampling(node_id: Any, model_sampling: Any) -> None:
+    """Record the model sampling a node used, so its plot shows that model's table."""
+    if node_id is None or model_sampling is None:
+        return
+    try:
+        _LAST[str(node_id)] = weakref.ref(model_sampling)
+    except TypeError:
+        _LAST[str(node_id)] = lambda ms=model_sampling: ms
+    if len(_LAST) > 512:
+        _LAST.pop(next(iter(_LAST)))
+
+
+class _BadRequest(ValueError):
+    pass
+
+
+def _int(query: Mapping[str, str], name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise _BadRequest(f"{name}: required")
+        return default
+    try:
+        value = int(raw)
+    except (TypeError, ValueError):
+        raise _BadRequest(f"{name}: expected an integer, got {raw!r}") from None
+    if not lo <= value <= hi:
+        raise _BadRequest(f"{name}: {value} is outside {lo}..{hi}")
+    return value
+
+
+def _float(query: Mapping[str, str], name: str, default: float, lo: float, hi: float) -> float:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise _BadRequest(f"{name}: expected a number, got {raw!r}") from None
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise _BadRequest(f"{name}: {raw} is outside {lo}..{hi}")
+    return value
+
+
+def _floats(t) -> list:
+    return [None if not math.isfinite(v) else v for v in t.tolist()]
+
+
+def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
+    """(HTTP status, JSON body). 400 bodies are ``{"error": "<input>: <reason>"}``."""
+    try:
+        scheduler = query.get("scheduler")
+        if scheduler not in SCHEDULER_NAMES:
+            raise _BadRequest(f"scheduler: {scheduler!r} is not one of {', '.join(SCHEDULER_NAMES)}")
+        sampler = query.get("sampler") or "euler"
+        if sampler not in SAMPLER_NAMES:
+            raise _BadRequest(f"sampler: {sampler!r} is not a known sampler")
+        steps = _int(query, "steps", None, 1, MAX_PLOT_STEPS)
+        denoise = _float(query, "denoise", 1.0, 0.0, 1.0)
+        start = _int(query, "start", 0, 0, 10000)
+        end = _int(query, "end", 10000, 0, 10000)
+        leftover = query.get("leftover", "disable")
+        if leftover not in ("enable", "disable"):
+            raise _BadRequest(f"leftover: {leftover!r} is not one of enable, disable")
+    except _BadRequest as exc:
+        return 400, {"error": str(exc)}
+    ref = _LAST.get(str(query.get("node")))
+    ms = (ref() if ref is not None else None) or _default_ms()
+    plan = plan_sigmas(ms, scheduler, sampler, steps, denoise, start if start else None,
+                       end if end < 10000 else None, leftover != "enable")
+    runs = plan.runs
+    full = plan.full
+    used = plan.sigmas if runs else None
+    first = plan.start_index if runs else None
+    return 200, {
+        "scheduler": scheduler, "sampler": sampler, "steps": steps, "denoise": denoise,
+        "sigmas": _floats(full), "runs": runs,
+        "start": first, "end": (first + len(used) - 1) if runs else None,
+        "used": _floats(used) if runs else [], "total_steps": plan.total_steps,
+        "table": "model" if ref is not None and ref() is not None else "sd15",
+    }
