@@ -43,22 +43,33 @@ class PreviewConfig:
     min_interval_ms: float = 250.0
     batch_grid: bool = False
     max_size: int = 512
+    #: previews may take at most this share of the wall time (an expensive decoder waits longer)
+    budget: float = 0.02
 
 
 class Throttle:
-    """At most one preview per ``min_interval_ms``, and always the last step."""
+    """At most one preview per ``min_interval_ms`` and within a share ``budget`` of the elapsed
+    time; always the last step."""
 
-    def __init__(self, min_interval_ms: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, min_interval_ms: float, clock: Callable[[], float] = time.monotonic,
+                 budget: float | None = None) -> None:
         self.interval = min_interval_ms / 1000.0
         self.clock = clock
+        self.budget = budget
         self.last = -math.inf
+        self.next_at = -math.inf
 
     def ready(self, is_last: bool) -> bool:
         now = self.clock()
-        if is_last or now - self.last >= self.interval:
+        if is_last or (now - self.last >= self.interval and now >= self.next_at):
             self.last = now
             return True
         return False
+
+    def spent(self, seconds: float) -> None:
+        """Record what a preview cost; the next one waits until it is within the budget."""
+        if self.budget:
+            self.next_at = self.last + seconds / self.budget  # started at `last`, took `seconds`
 
 
 def make_decoder(method: str, latent_format: Any, taesd: Callable[[], Any] | None = None):
@@ -98,7 +109,7 @@ class PreviewHook:
         self.decoder = decoder
         self.sink = sink
         self.config = config
-        self.throttle = Throttle(config.min_interval_ms, clock)
+        self.throttle = Throttle(config.min_interval_ms, clock, config.budget)
         self.previews = 0
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
@@ -110,6 +121,8 @@ class PreviewHook:
     def __call__(self, step: int, x0: torch.Tensor, x: torch.Tensor, total: int) -> None:
         image = None
         if self.decoder is not None and self.throttle.ready(step + 1 >= total):
+            start = time.perf_counter()
             image = self.decode(x0)
+            self.throttle.spent(time.perf_counter() - start)
             self.previews += 1
         self.sink(step, total, image)

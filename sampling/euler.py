@@ -75,6 +75,7 @@ def _heun_correct(st: Stepper, x, d, dt, sigma_next):
     x_2 = x + d * dt
     denoised_2 = st(x_2, sigma_next)
     d_2 = to_d(x_2, sigma_next, denoised_2)
+    del x_2, denoised_2
     return x + (d + d_2) / 2 * dt
 
 
@@ -86,6 +87,7 @@ def sample_heun(model, x, sigmas, extra_args=None, callback=None, disable=None, 
     karras = Churned(st, x, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
     for i in trange(len(sigmas) - 1, disable=disable):
         x, sigma_hat, denoised, d = karras.evaluate(x, sigmas, i)
+        del denoised  # not needed past the callback: free it before the second evaluation
         dt = sigmas[i + 1] - sigma_hat
         if st.sig[i + 1] == 0:
             x = x + d * dt
@@ -142,6 +144,7 @@ def sample_dpm_2(model, x, sigmas, extra_args=None, callback=None, disable=None,
     karras = Churned(st, x, noise_sampler, s_churn, s_tmin, s_tmax, s_noise)
     for i in trange(len(sigmas) - 1, disable=disable):
         x, sigma_hat, denoised, d = karras.evaluate(x, sigmas, i)
+        del denoised
         if st.sig[i + 1] == 0:
             x = x + d * (sigmas[i + 1] - sigma_hat)
         else:

@@ -41,7 +41,9 @@ class _UniPC:
         alpha_t, sigma_t = self.ns.alpha(t), self.ns.std(t)
         return (x_vp - append_dims(sigma_t, x_vp.ndim) * eps) / append_dims(alpha_t, x_vp.ndim)
 
-    def update(self, x, model_prev, t_prev, t, order: int, use_corrector: bool):
+    def update(self, box: list, model_prev, t_prev, t, order: int, use_corrector: bool):
+        """One predictor(-corrector) step; ``box`` holds the only reference to the current sample."""
+        x = box.pop()
         ns, nd = self.ns, x.ndim
         t_prev_0 = t_prev[-1]
         lambda_prev_0 = ns.lam(t_prev_0)
@@ -74,19 +76,25 @@ class _UniPC:
         b = torch.stack(b)
 
         D1s = torch.stack(d1s, dim=1) if d1s else None
+        del d1s  # keep only the stacked copy
         x_t_ = append_dims(sigma_t / sigma_prev_0, nd) * x - append_dims(alpha_t * h_phi_1, nd) * model_prev_0
+        del x  # the caller handed over its reference: the old sample is freed before the model call
         if D1s is not None:
             rhos_p = torch.tensor([0.5], device=b.device) if order == 2 else torch.linalg.solve(R[:-1, :-1], b[:-1])
             pred_res = torch.tensordot(D1s, rhos_p, dims=([1], [0]))
         else:
             pred_res = 0
         x_t = x_t_ - append_dims(alpha_t * b_h, nd) * pred_res
+        del pred_res
 
         model_t = None
         if use_corrector:
             rhos_c = torch.tensor([0.5], device=b.device) if order == 1 else torch.linalg.solve(R, b)
-            model_t = self.data_prediction(x_t, t)
+            # the history part of the correction does not depend on the new evaluation: form it first and
+            # free the stacked differences before the model runs
             corr_res = torch.tensordot(D1s, rhos_c[:-1], dims=([1], [0])) if D1s is not None else 0
+            del D1s
+            model_t = self.data_prediction(x_t, t)
             x_t = x_t_ - append_dims(alpha_t * b_h, nd) * (corr_res + rhos_c[-1] * (model_t - model_prev_0))
         return x_t, model_t
 
@@ -122,7 +130,9 @@ def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=False
             t_prev = [vec_t]
         elif step_index < order:
             vec_t = timesteps[step_index].expand(batch)
-            x, model_x = solver.update(x, model_prev, t_prev, vec_t, step_index, use_corrector=True)
+            box = [x]
+            del x
+            x, model_x = solver.update(box, model_prev, t_prev, vec_t, step_index, use_corrector=True)
             model_prev.append(solver.data_prediction(x, vec_t) if model_x is None else model_x)
             t_prev.append(vec_t)
         else:
@@ -130,7 +140,9 @@ def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=False
             for step in range(step_index, last):
                 vec_t = timesteps[step].expand(batch)
                 step_order = min(order, steps + 1 - step)
-                x, model_x = solver.update(x, model_prev, t_prev, vec_t, step_order, use_corrector=step != steps)
+                box = [x]
+                del x
+                x, model_x = solver.update(box, model_prev, t_prev, vec_t, step_order, use_corrector=step != steps)
                 model_prev[:-1], t_prev[:-1] = model_prev[1:], t_prev[1:]
                 t_prev[-1] = vec_t
                 if step < steps:

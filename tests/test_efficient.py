@@ -295,3 +295,27 @@ def test_noise_script_opts_sde_samplers_into_fast_noise():
     assert not torch.equal(a, b) and torch.isfinite(a).all()
     again = eff(model, sampler="dpmpp_2m_sde", script=fast, vae_decode="false")["result"][3]["samples"]
     assert torch.equal(a, again)
+
+
+def test_an_expensive_previewer_is_held_to_its_time_budget():
+    clock = [0.0]
+
+    def slow_decoder(x):
+        clock[0] += 0.5  # every preview costs 0.5 s of (fake) wall time
+        return torch.zeros(8, 8, 3)
+
+    import stepwise_sampler.preview.hook as hook_mod
+
+    real = hook_mod.time.perf_counter
+    hook_mod.time.perf_counter = lambda: clock[0]
+    try:
+        got = []
+        hook = PreviewHook(slow_decoder, lambda s, t, img: got.append(img is not None),
+                           PreviewConfig("taesd", min_interval_ms=0, budget=0.1), clock=lambda: clock[0])
+        for step in range(40):
+            hook(step, torch.zeros(1, 4, 8, 8), None, 40)
+            clock[0] += 0.1  # each step samples for 0.1 s
+    finally:
+        hook_mod.time.perf_counter = real
+    assert got[0] and got[-1], "the first and the last step preview"
+    assert sum(got) <= 2 + 40 * 0.1 * 0.1 / 0.5 + 1, "previews stay near 10% of the time"
