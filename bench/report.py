@@ -88,10 +88,12 @@ def summary(results: dict, meta: dict) -> str:
             lines.append("")
     if "preview" in results:
         lines += [f"## Preview cost (UNet, euler, {results['preview']['steps']} steps, 4x64x64, cfg 7)", "",
-                  "| previewer | throttle | previews | overhead |", "|---|---|---|---|"]
+                  "| previewer | throttle | previews per run | preview time / sampling time (in-run) | across runs |",
+                  "|---|---|---|---|---|"]
         rows = results["preview"]["rows"]
         for row in rows:
-            lines.append(f"| {row['previewer']} | {row['throttle']} | {row['previews']} | {100 * row['overhead']:+.2f}% |")
+            lines.append(f"| {row['previewer']} | {row['throttle']} | {row['previews']} | {100 * row['overhead']:.2f}% | "
+                         f"{100 * row['overhead_runs']:+.2f}% |")
         l2r = [r["overhead"] for r in rows if r["previewer"] == "latent2rgb" and r["throttle"].startswith("250")]
         tae = [r["overhead"] for r in rows if r["previewer"].startswith("taesd") and r["throttle"].startswith("250")]
         if l2r and tae:

@@ -45,6 +45,16 @@ def _sampler(g: GraphBuilder, kind: str, widgets: list, ckpt_or_model, pos_c, ne
     return node
 
 
+def _continue(g: GraphBuilder, model_src, pos_c, neg_c, previous, widgets: list, pos, title: str):
+    """A KSampler Advanced node that continues ``previous``'s latent (a split, a switch)."""
+    node = g.node("StepwiseKSamplerAdvanced", widgets, pos=pos, title=title, size=(320, 320))
+    g.link(model_src, 0, node, "model")
+    g.link(pos_c, 0, node, "positive")
+    g.link(neg_c, 0, node, "negative")
+    g.link(previous, 0, node, "latent_image")
+    return node
+
+
 def txt2img() -> dict:
     g = GraphBuilder(node_registry())
     ckpt, pos, neg, latent = _base(g, "red circle on white background")
@@ -63,12 +73,8 @@ def split() -> dict:
     first = _sampler(g, "StepwiseKSamplerAdvanced",
                      ["enable", 1234, "fixed", 20, 7.0, "euler", "normal", 0, 10, "enable"], ckpt, pos, neg, latent,
                      (800, 380), "first half (0-10, leftover noise)")
-    second = g.node("StepwiseKSamplerAdvanced", ["disable", 0, "fixed", 20, 7.0, "euler", "normal", 10, 10000, "disable"],
-                    pos=(1160, 380), title="second half (10-20, no new noise)", size=(320, 320))
-    g.link(ckpt, 0, second, "model")
-    g.link(pos, 0, second, "positive")
-    g.link(neg, 0, second, "negative")
-    g.link(first, 0, second, "latent_image")
+    second = _continue(g, ckpt, pos, neg, first, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", 10, 10000,
+                                                  "disable"], (1160, 380), "second half (10-20, no new noise)")
     _decode_save(g, ckpt, second, "split/two_nodes", (1520, 380))
     return g.to_json()
 
@@ -82,12 +88,8 @@ def prompt_switch(switch_at: int = 8) -> dict:
     a = _sampler(g, "StepwiseKSamplerAdvanced", ["enable", 2, "fixed", 20, 7.0, "euler", "normal", 0, switch_at,
                                                  "enable"], ckpt, pos_a, neg, latent, (800, 100), "prompt A: steps 0-k")
     g.link(step, 0, a, "end_at_step")
-    b = g.node("StepwiseKSamplerAdvanced", ["disable", 0, "fixed", 20, 7.0, "euler", "normal", switch_at, 10000,
-                                            "disable"], pos=(1160, 100), title="prompt B: steps k-20", size=(320, 320))
-    g.link(ckpt, 0, b, "model")
-    g.link(pos_b, 0, b, "positive")
-    g.link(neg, 0, b, "negative")
-    g.link(a, 0, b, "latent_image")
+    b = _continue(g, ckpt, pos_b, neg, a, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", switch_at, 10000,
+                                           "disable"], (1160, 100), "prompt B: steps k-20")
     g.link(step, 0, b, "start_at_step")
     _decode_save(g, ckpt, b, "prompt_switch/switch", (1520, 100))
     return g.to_json()
@@ -126,12 +128,8 @@ def style_switch(switch_at: int = 10) -> dict:
     _decode_save(g, ckpt, styled, "style/all_steps", (1160, 380))
     first = _sampler(g, ks, ["enable", 99999, "fixed", 20, 7.0, "euler", "normal", 0, switch_at, "enable"], ckpt,
                      pos, neg, latent, (800, 760), f"no style: steps 0-{switch_at}")
-    second = g.node(ks, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", switch_at, 10000, "disable"],
-                    pos=(1160, 760), title=f"style: steps {switch_at}-20", size=(320, 320))
-    g.link(lora, 0, second, "model")
-    g.link(pos, 0, second, "positive")
-    g.link(neg, 0, second, "negative")
-    g.link(first, 0, second, "latent_image")
+    second = _continue(g, lora, pos, neg, first, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", switch_at, 10000,
+                                                 "disable"], (1160, 760), f"style: steps {switch_at}-20")
     _decode_save(g, ckpt, second, "style/switched_halfway", (1520, 760))
     return g.to_json()
 

@@ -111,6 +111,7 @@ class PreviewHook:
         self.config = config
         self.throttle = Throttle(config.min_interval_ms, clock, config.budget)
         self.previews = 0
+        self.seconds = 0.0  # wall time spent decoding previews
 
     def decode(self, x0: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -123,6 +124,8 @@ class PreviewHook:
         if self.decoder is not None and self.throttle.ready(step + 1 >= total):
             start = time.perf_counter()
             image = self.decode(x0)
-            self.throttle.spent(time.perf_counter() - start)
+            took = time.perf_counter() - start
+            self.seconds += took
+            self.throttle.spent(took)
             self.previews += 1
         self.sink(step, total, image)

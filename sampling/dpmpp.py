@@ -296,13 +296,15 @@ def _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s
     past_d: list = []  # newest first
     past_h: list = []
     h = None
+    lambda_next = None  # lambda of sigma_{i+1}, reused as the next step's lambda_s (same value)
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
         st.report(i, x, sigmas[i], denoised)
         if st.sig[i + 1] == 0:
             x = denoised
         else:
-            lambda_s, lambda_t = lambda_fn(sigmas[i]), lambda_fn(sigmas[i + 1])
+            lambda_s = lambda_fn(sigmas[i]) if lambda_next is None else lambda_next
+            lambda_t = lambda_next = lambda_fn(sigmas[i + 1])
             h = lambda_t - lambda_s
             h_eta = h * (eta + 1)
             alpha_t = sigmas[i + 1] * lambda_t.exp()

@@ -209,7 +209,8 @@ def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seed: int | None, cpu_
 def sde_exp_step(x: torch.Tensor, denoised: torch.Tensor, sigma: torch.Tensor, sigma_next: torch.Tensor,
                  h: torch.Tensor, h_eta: torch.Tensor, alpha_t: torch.Tensor, eta: float) -> torch.Tensor:
     """First-order DPM-Solver++ SDE step in data prediction (Lu et al. 2022, arXiv:2211.01095)."""
-    return sigma_next / sigma * (-h * eta).exp() * x + alpha_t * (-h_eta).expm1().neg() * denoised
+    decay = (-h).exp() if eta == 1.0 else (-h * eta).exp()  # -h * 1.0 is -h exactly
+    return sigma_next / sigma * decay * x + alpha_t * (-h_eta).expm1().neg() * denoised
 
 
 def sde_noise(x: torch.Tensor, noise: NoiseSampler, sigma: torch.Tensor, sigma_next: torch.Tensor,
@@ -218,7 +219,8 @@ def sde_noise(x: torch.Tensor, noise: NoiseSampler, sigma: torch.Tensor, sigma_n
     if eta > 0 and s_noise > 0:
         if isinstance(noise, FastBrownianNoiseSampler):  # not ComfyUI's numbers anyway: one fused scale
             return x + noise(sigma, sigma_next) * (sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise)
-        x = x + noise(sigma, sigma_next) * sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise
+        keep = (-2 * h).expm1() if eta == 1.0 else (-2 * h * eta).expm1()
+        x = x + noise(sigma, sigma_next) * sigma_next * keep.neg().sqrt() * s_noise
     return x
 
 
