@@ -56,6 +56,16 @@ def _patcher(comfy, toy_net):
 
 from stepwise_sampler.sampling import SAMPLER_NAMES  # noqa: E402
 
+
+def _latent(ret):
+    """Inside ComfyUI our plain nodes return {"ui": {"stepwise": sigmas}, "result": (latent,)} so the editor
+    can plot the schedule; check that shape and hand back the latent."""
+    assert isinstance(ret, dict), type(ret)
+    assert set(ret) == {"ui", "result"}
+    assert ret["ui"]["stepwise"], ret["ui"]
+    (latent,) = ret["result"]
+    return latent
+
 CASES = [(name, "karras", 5.0, None) for name in SAMPLER_NAMES] + [
     ("euler", "normal", 7.0, None), ("euler_ancestral", "karras", 7.0, None), ("dpmpp_2m_sde", "karras", 7.0, None),
     ("uni_pc", "normal", 7.0, None), ("dpmpp_2m_cfg_pp", "karras", 1.0, None), ("res_multistep_cfg_pp", "normal", 4.0, None),
@@ -77,13 +87,13 @@ def test_stepwise_nodes_equal_core_nodes_inside_comfyui(comfy_env, golden_set, s
         latent["noise_mask"] = golden_set.tensors["mask/half_1x1x8x8"].clone()
     args = (patcher, 42, 8, cfg, sampler, scheduler, pos, neg, latent, 0.7)
     (core,) = nodes.KSampler().sample(*args)
-    (ours,) = StepwiseKSampler().sample(*args)
+    ours = _latent(StepwiseKSampler().sample(*args))
     assert torch.allclose(ours["samples"], core["samples"], rtol=1e-5, atol=1e-5)
 
     adv = (patcher, "enable", 42, 10, cfg, sampler, scheduler, pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 2, 7,
            "enable")
     (core_a,) = nodes.KSamplerAdvanced().sample(*adv)
-    (ours_a,) = StepwiseKSamplerAdvanced().sample(*adv)
+    ours_a = _latent(StepwiseKSamplerAdvanced().sample(*adv))
     assert torch.allclose(ours_a["samples"], core_a["samples"], rtol=1e-5, atol=1e-5)
 
 
@@ -104,7 +114,7 @@ def test_flow_models_inside_comfyui(comfy_env, golden_set, sampler):
     neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
     args = (patcher, 3, 8, 3.0, sampler, "simple", pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 1.0)
     (core,) = nodes.KSampler().sample(*args)
-    (ours,) = StepwiseKSampler().sample(*args)
+    ours = _latent(StepwiseKSampler().sample(*args))
     assert torch.allclose(ours["samples"], core["samples"], rtol=1e-5, atol=1e-5)
 
 
