@@ -90,8 +90,8 @@ class _Plan:
 
 
 class _UniPC:
-    def __init__(self, model, extra_args: dict, plan: _Plan) -> None:
-        self.model, self.extra_args, self.plan = model, extra_args, plan
+    def __init__(self, model, extra_args: dict, plan: _Plan, history: int) -> None:
+        self.model, self.extra_args, self.plan, self.history = model, extra_args, plan, history
 
     def data_prediction(self, x_vp, i: int):
         """x0 from the VP sample at point i: the model sees x_vp * sqrt(1 + sigma^2) at sigma t."""
@@ -100,14 +100,19 @@ class _UniPC:
         eps = (x_ve - self.model(x_ve, plan.t[i], **self.extra_args)) / plan.sigma[i]
         return (x_vp - plan.std_b[i] * eps) / plan.alpha_b[i]
 
-    def update(self, box: list, model_prev, j: int, order: int, use_corrector: bool):
-        """One predictor(-corrector) step onto point j; ``box`` holds the only reference to the sample."""
+    def update(self, box: list, model_prev: list, j: int, order: int, use_corrector: bool):
+        """One predictor(-corrector) step onto point j; ``box`` holds the only reference to the sample.
+
+        ``model_prev`` is the caller's history: once a full history has given its differences, its oldest
+        prediction is retired here, before the model call, rather than after the step."""
         x = box.pop()
         x_scale, m_scale, b_scale, rks, rhos_p, rhos_c = self.plan.step[j]
         model_prev_0 = model_prev[-1]
         d1s = [(model_prev[-(k + 1)] - model_prev_0) / rks[k - 1] for k in range(1, order)]
         D1s = torch.stack(d1s, dim=1) if d1s else None
         del d1s  # keep only the stacked copy
+        if len(model_prev) == self.history > 1:
+            del model_prev[0]
         x_t_ = x_scale * x - m_scale * model_prev_0
         del x  # the caller handed over its reference: the old sample is freed before the model call
         pred_res = torch.tensordot(D1s, rhos_p, dims=([1], [0])) if D1s is not None else 0
@@ -139,7 +144,7 @@ def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=False
     steps = len(timesteps) - 1
     order = min(3, len(timesteps) - 2)
     plan = _Plan(timesteps, x.shape[0], x.ndim, variant, order)
-    solver = _UniPC(model, extra_args, plan)
+    solver = _UniPC(model, extra_args, plan, order)
     x = x / torch.sqrt(1.0 + timesteps[0] ** 2.0)
 
     def report(i, x_vp, j, denoised):
@@ -165,10 +170,10 @@ def sample_unipc(model, x, sigmas, extra_args=None, callback=None, disable=False
                 box = [x]
                 del x
                 x, model_x = solver.update(box, model_prev, step, step_order, use_corrector=step != steps)
-                model_prev[:-1] = model_prev[1:]
                 j_prev = step
                 if step < steps:
-                    model_prev[-1] = solver.data_prediction(x, step) if model_x is None else model_x
+                    model_prev.append(solver.data_prediction(x, step) if model_x is None else model_x)
+                    del model_prev[:-order]  # the last `order` predictions
         report(step_index, x, j_prev, model_prev[-1])
     return x / plan.alpha[-1]
 
