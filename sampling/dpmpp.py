@@ -9,7 +9,7 @@ from .model import offset_first_sigma_for_snr, request_uncond
 from .noise import FastBrownianNoiseSampler
 from .steps import (
     Ancestral, Stepper, ancestral_step, brownian_noise, flow_interpolate, lambdas, sde_exp_step,
-    sde_noise, sigma_fn, t_fn, to_d,
+    scale_noise, sde_noise, sigma_fn, t_fn, to_d,
 )
 
 
@@ -74,7 +74,7 @@ def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback
             # ComfyUI reads the uncond tap again here, i.e. the midpoint evaluation's uncond.
             x = (sigma_fn(t_next) / sigma_fn(t)) * (x + (denoised - tap.get(denoised))) - (-h).expm1() * denoised_2
         if st.sig[i + 1] > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = x + scale_noise(noise(sigmas[i], sigmas[i + 1]), s_noise, sigma_up)
     return x
 
 
@@ -122,19 +122,14 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
         if inject:
             # both increments start at sigma_i; the second interval contains the first
             noise_1, noise_2 = split(sigmas[i], sigma_s_1[i], sigmas[i + 1])
-            x_2 = x_2 + _times_s_noise(a_1[i] * noise_1, s_noise) * su_1[i]
+            x_2 = x_2 + scale_noise(a_1[i] * noise_1, s_noise, su_1[i])
         denoised_2 = st(x_2, sigma_s_1[i])
         # Step 2: the full step with the blended prediction.
         denoised_d = (1 - fac) * denoised + fac * denoised_2
         x = cx_2[i] * x - cd_2[i] * denoised_d
         if inject:
-            x = x + _times_s_noise(a_2[i] * noise_2, s_noise) * su_2[i]
+            x = x + scale_noise(a_2[i] * noise_2, s_noise, su_2[i])
     return x
-
-
-def _times_s_noise(v: torch.Tensor, s_noise: float) -> torch.Tensor:
-    """``v * s_noise``; at the default 1.0 the product is v itself, so the latent pass is skipped."""
-    return v if s_noise == 1.0 else v * s_noise
 
 
 @torch.no_grad()

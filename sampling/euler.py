@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import trange
 
 from .model import request_uncond
-from .steps import Ancestral, Churned, Stepper, ancestral_step, lambdas, to_d
+from .steps import Ancestral, Churned, Stepper, ancestral_step, lambdas, scale_noise, to_d
 
 
 @torch.no_grad()
@@ -60,7 +60,7 @@ def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=No
         sigma_down, sigma_up = ancestral_step(sigmas[i] / alpha_s, sigmas[i + 1] / alpha_t, eta=eta)
         x = alpha_t * denoised + (alpha_t * sigma_down) * d
         if eta > 0 and s_noise > 0:
-            x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = x + scale_noise(alpha_t * noise(sigmas[i], sigmas[i + 1]), s_noise, sigma_up)
     return x
 
 

@@ -6,7 +6,7 @@ import torch
 from tqdm.auto import trange
 
 from .model import request_uncond
-from .steps import Stepper, ancestral_step, sigma_fn, t_fn, to_d
+from .steps import Stepper, ancestral_step, scale_noise, sigma_fn, t_fn, to_d
 
 # Adams-Bashforth weights (numerators, denominator) for orders 1..4, newest derivative first.
 _ADAMS_BASHFORTH = {
@@ -206,7 +206,7 @@ def res_multistep(model, x, sigmas, extra_args=None, callback=None, disable=None
                 x = x + (denoised - uncond)
             x = sigma_fn(h) * x + h * (b1 * uncond + b2 * old_denoised)
         if st.sig[i + 1] > 0 and eta > 0:
-            x = x + noise(sigmas[i], sigmas[i + 1]) * s_noise * sigma_up
+            x = x + scale_noise(noise(sigmas[i], sigmas[i + 1]), s_noise, sigma_up)
         old_denoised = uncond
         old_sigma_down = sigma_down
     return x

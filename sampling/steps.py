@@ -220,7 +220,8 @@ def sde_noise(x: torch.Tensor, noise: NoiseSampler, sigma: torch.Tensor, sigma_n
         if isinstance(noise, FastBrownianNoiseSampler):  # not ComfyUI's numbers anyway: one fused scale
             return x + noise(sigma, sigma_next) * (sigma_next * (-2 * h * eta).expm1().neg().sqrt() * s_noise)
         keep = (-2 * h).expm1() if eta == 1.0 else (-2 * h * eta).expm1()
-        x = x + noise(sigma, sigma_next) * sigma_next * keep.neg().sqrt() * s_noise
+        scaled = noise(sigma, sigma_next) * sigma_next * keep.neg().sqrt()
+        x = x + (scaled if s_noise == 1.0 else scaled * s_noise)  # * 1.0 is exact: skip that latent pass
     return x
 
 

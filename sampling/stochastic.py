@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import trange
 
 from .model import model_sampling_of, offset_first_sigma_for_snr
-from .steps import Stepper, lambdas, lcm_renoise, phi_1, phi_2
+from .steps import Stepper, lambdas, lcm_renoise, phi_1, phi_2, scale_noise
 
 
 # --- DDPM ancestral step ----------------------------------------------------------------------------
@@ -99,8 +99,8 @@ def sample_er_sde(model, x, sigmas, extra_args=None, callback=None, disable=None
                     x = x + alpha_t * ((dt ** 2) / 2 + s_u * scaler(er_t)) * denoised_u
                 old_denoised_d = denoised_d
             if s_noise > 0:
-                x = x + alpha_t * noise(sigmas[i], sigmas[i + 1]) * s_noise * \
-                    (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0)
+                x = x + scale_noise(alpha_t * noise(sigmas[i], sigmas[i + 1]), s_noise,
+                                    (er_t ** 2 - er_s ** 2 * r ** 2).sqrt().nan_to_num(nan=0.0))
         old_denoised = denoised
     return x
 
