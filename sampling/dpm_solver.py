@@ -167,9 +167,11 @@ class DPMSolver:
         return x, info
 
 
-def _sigma_range(sigmas: torch.Tensor, sig: list[float]):
+def _sigma_range(name: str, sigmas: torch.Tensor, sig: list[float]):
     """(sigma_min, sigma_max) for the fixed/adaptive solvers: they stop at the last positive sigma."""
     sigma_min = sigmas[-1] if sig[-1] != 0 else sigmas[-2]
+    if min(sig[0], float(sigma_min)) <= 0:
+        raise ValueError(f"{name}: sigma_min and sigma_max must not be 0")
     return sigma_min, sigmas[0]
 
 
@@ -188,9 +190,7 @@ def sample_dpm_fast(model, x, sigmas, extra_args=None, callback=None, disable=No
     if len(sigmas) <= 1:
         return x
     sig = sigmas.tolist()
-    sigma_min, sigma_max = _sigma_range(sigmas, sig)
-    if min(sig[0], float(sigma_min)) <= 0:
-        raise ValueError("dpm_fast: sigma_min and sigma_max must not be 0")
+    sigma_min, sigma_max = _sigma_range("dpm_fast", sigmas, sig)
     n = len(sigmas) - 1
     with tqdm(total=n, disable=disable) as pbar:
         solver = _solver(model, extra_args, callback, pbar)
@@ -206,9 +206,7 @@ def sample_dpm_adaptive(model, x, sigmas, extra_args=None, callback=None, disabl
     if len(sigmas) <= 1:
         return x
     sig = sigmas.tolist()
-    sigma_min, sigma_max = _sigma_range(sigmas, sig)
-    if min(sig[0], float(sigma_min)) <= 0:
-        raise ValueError("dpm_adaptive: sigma_min and sigma_max must not be 0")
+    sigma_min, sigma_max = _sigma_range("dpm_adaptive", sigmas, sig)
     with tqdm(disable=disable) as pbar:
         solver = _solver(model, extra_args, callback, pbar)
         x, _ = solver.adaptive(x, solver.t(sigma_max.clone()), solver.t(sigma_min.clone()), order, rtol, atol,

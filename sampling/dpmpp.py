@@ -56,7 +56,7 @@ def sample_dpmpp_2s_ancestral(model, x, sigmas, extra_args=None, callback=None, 
 def sample_dpmpp_2s_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                                      s_noise=1.0, noise_sampler=None):
     """DPM-Solver++(2S) ancestral with CFG++ (Chung et al. 2024, arXiv:2406.08070)."""
-    extra_args, tap = request_uncond(model, {} if extra_args is None else dict(extra_args))
+    extra_args, tap = request_uncond(model, extra_args)
     st = Stepper(model, x, sigmas, extra_args, callback)
     noise = st.noise_sampler(x, noise_sampler)
     for i in trange(len(sigmas) - 1, disable=disable):
@@ -164,7 +164,7 @@ def sample_dpmpp_2m(model, x, sigmas, extra_args=None, callback=None, disable=No
 @torch.no_grad()
 def sample_dpmpp_2m_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None):
     """DPM-Solver++(2M) with CFG++ (Chung et al. 2024): the exponential step uses the uncond prediction."""
-    extra_args, tap = request_uncond(model, {} if extra_args is None else dict(extra_args))
+    extra_args, tap = request_uncond(model, extra_args)
     st = Stepper(model, x, sigmas, extra_args, callback)
     old_uncond = None
     for i in trange(len(sigmas) - 1, disable=disable):

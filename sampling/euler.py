@@ -44,7 +44,7 @@ def sample_euler_ancestral(model, x, sigmas, extra_args=None, callback=None, dis
 def sample_euler_ancestral_cfg_pp(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0,
                                   s_noise=1.0, noise_sampler=None):
     """Ancestral Euler with CFG++ (Chung et al. 2024, arXiv:2406.08070): renoise along the uncond direction."""
-    extra_args, tap = request_uncond(model, {} if extra_args is None else dict(extra_args))
+    extra_args, tap = request_uncond(model, extra_args)
     st = Stepper(model, x, sigmas, extra_args, callback)
     noise = st.noise_sampler(x, noise_sampler)
     lambda_fn, _ = lambdas(model)

@@ -59,7 +59,10 @@ def is_flow(model: Any) -> bool:
     return getattr(model_sampling_of(model), "prediction", "eps") == "const"
 
 
-def request_uncond(model: Any, extra_args: dict) -> tuple[dict, UncondTap]:
+def request_uncond(model: Any, extra_args: dict | None) -> tuple[dict, UncondTap]:
+    """A copy of ``extra_args`` that makes the model fill the returned tap with each step's uncond
+    prediction (for CFG++), without a second model call; the caller's dict is left untouched."""
+    extra_args = {} if extra_args is None else dict(extra_args)
     hook = getattr(model, "request_uncond", None)
     if hook is None:
         return extra_args, UncondTap()
