@@ -4,9 +4,20 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_widget", "check_widgets", "widget_spec"]
+__all__ = ["check_widget", "check_widgets", "widget_spec", "describe"]
 
 _SCALAR_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+def describe(value: Any) -> str:
+    """A short description of a value for error messages: literals as themselves, objects by type."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        text = repr(value)
+        return text if len(text) <= 80 else text[:77] + "..."
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        return f"a {type(value).__name__} of shape {tuple(shape)}"
+    return f"a {type(value).__name__} object"
 
 
 def widget_spec(node_cls: type, name: str) -> tuple[Any, dict] | None:
@@ -27,23 +38,23 @@ def check_widget(node_cls: type, name: str, value: Any) -> Any:
         return value
     kind, opts = spec
     if isinstance(kind, (list, tuple)):
-        if value not in kind:
+        if not isinstance(value, (str, int, float, bool)) or value not in kind:
             shown = ", ".join(map(str, kind))
-            raise ValueError(f"{name}: {value!r} is not one of the allowed values: {shown}")
+            raise ValueError(f"{name}: {describe(value)} is not one of the allowed values: {shown}")
         return value
     if kind == "INT":
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name}: expected an integer, got {value!r}")
+            raise ValueError(f"{name}: expected an integer, got {describe(value)}")
     elif kind == "FLOAT":
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(f"{name}: expected a finite number, got {value!r}")
+            raise ValueError(f"{name}: expected a finite number, got {describe(value)}")
     elif kind == "STRING":
         if not isinstance(value, str):
-            raise ValueError(f"{name}: expected a string, got {value!r}")
+            raise ValueError(f"{name}: expected a string, got {describe(value)}")
         return value
     elif kind == "BOOLEAN":
         if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected true or false, got {value!r}")
+            raise ValueError(f"{name}: expected true or false, got {describe(value)}")
         return value
     else:
         return value

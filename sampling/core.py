@@ -18,6 +18,7 @@ import torch
 from ..schedulers import SCHEDULER_NAMES, plan_sigmas
 from .noise import SDE_NOISE_SOURCES, check_inpaint_seed, prepare_noise, validate_seed
 from .registry import RANDOM_INPAINT_NOISE_SAMPLERS, SDE_NOISE_SAMPLERS, get_sampler
+from .resources import check_fits
 
 __all__ = ["SamplingBackend", "StepCallback", "RunInfo", "common_ksampler", "validate_latent"]
 
@@ -112,6 +113,11 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     if sde_noise not in SDE_NOISE_SOURCES:
         raise ValueError(f"sde_noise: unknown source {sde_noise!r}; allowed: {', '.join(SDE_NOISE_SOURCES)}")
     options = {"noise_source": sde_noise} if sde_noise != "brownian" and sampler_name in SDE_NOISE_SAMPLERS else None
+    estimate = getattr(model, "memory_estimate", None)
+    if estimate is not None:
+        shape = tuple(latent["samples"].shape)
+        check_fits(estimate(shape, sampler_name), f"latent_image: sampling a {'x'.join(map(str, shape))} latent",
+                   "use a smaller image or batch")
     latent_image = model.fix_empty_latent_channels(latent["samples"])
 
     if disable_noise:

@@ -113,6 +113,17 @@ class StandaloneModel:
             device = first.device if first is not None else torch.device("cpu")
         self.device = torch.device(device)
 
+    #: bytes of working memory per latent element while sampling (buffers of the sampler, CFG's batch of two,
+    #: the network's activations); a model whose network needs more says so
+    bytes_per_element = 160
+
+    def memory_estimate(self, shape: Sequence[int], sampler_name: str = "") -> int:
+        """A rough upper bound of the memory a run on a latent of ``shape`` needs, for an early refusal."""
+        n = 1
+        for d in shape:
+            n *= int(d)
+        return n * self.bytes_per_element
+
     @property
     def latent_channels(self) -> int:
         return self.latent_format.channels

@@ -78,23 +78,69 @@ class _Progress:
             latent_to_rgb_png(latent, fmt, self.preview_dir / f"node{self.node[0]}_step{step + 1:03}.png")
 
 
+def check_writable_dir(path: str | Path, option: str) -> Path:
+    """A folder we will be able to write into, checked without creating anything: it is a folder, or the
+    nearest existing ancestor is a folder we can create files in (probed, then removed)."""
+    import tempfile
+
+    from .workflow import WorkflowError
+
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise WorkflowError(f"{option}: {p} is a file, not a folder")
+    probe = p
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        raise WorkflowError(f"{option}: {p} cannot be created: {probe} is a file, not a folder")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".stepwise-probe-", dir=str(probe))
+        import os
+
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise WorkflowError(f"{option}: cannot write into {probe} ({exc.strerror or exc})") from None
+    return p
+
+
 def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, preview: str | Path | None = None,
                       quiet: bool = False):
-    """Execute a saved workflow with the demo model; returns (results, RunContext)."""
+    """Execute a saved workflow with the demo model; returns (results, RunContext).
+
+    Everything that can be checked before sampling is (the workflow, every widget, input images, the output
+    folders); images are written only after the whole workflow succeeded, so a failure leaves nothing."""
     from ..nodes.bridge import Observer, observe
     from .core_nodes import RunContext, show_on_node, use_context
     from .demo_model import DEMO_LATENT_FORMAT
-    from .workflow import execute, load_workflow
+    from .workflow import WorkflowError, execute, load_workflow
 
     prompt = load_workflow(path)
-    ctx = RunContext(output_dir=Path(out), input_dir=Path(input_dir))
+    check_writable_dir(out, "--out")
+    if preview:
+        check_writable_dir(preview, "--preview")
+    input_path = Path(input_dir)
+    if input_path.exists() and not input_path.is_dir():
+        raise WorkflowError(f"--input-dir: {input_path} is a file, not a folder")
+    ctx = RunContext(output_dir=Path(out), input_dir=input_path, defer_writes=True)
+    with use_context(ctx):
+        execute(prompt, validate_only=True)
     progress = _Progress(Path(preview) if preview else None, DEMO_LATENT_FORMAT, quiet=quiet)
     observer = Observer(on_step=progress.on_step, on_preview=progress.on_preview, show_images=show_on_node)
     with use_context(ctx), observe(observer):
         try:
             results = execute(prompt, on_node=progress.set_node, notice=ctx.notice)
+        except BaseException:
+            ctx.discard()
+            raise
         finally:
             progress.close()
+        try:
+            ctx.commit()
+        except OSError as exc:
+            raise WorkflowError(f"--out: writing the images failed ({exc.strerror or exc}); nothing was kept") from None
     return results, ctx
 
 
@@ -156,8 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (WorkflowError, ValueError, FileNotFoundError, RuntimeError) as exc:
-        print(f"stepwise: error: {exc}", file=sys.stderr)
+    except (WorkflowError, ValueError, OSError, RuntimeError, MemoryError) as exc:
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if isinstance(exc, OSError) and not isinstance(exc, WorkflowError):
+            message = f"{exc.filename or ''}: {exc.strerror or exc}".lstrip(": ")
+        print(f"stepwise: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("stepwise: interrupted", file=sys.stderr)

@@ -5,6 +5,7 @@ to one; loaders print which file the demo replaces. KSampler/KSamplerAdvanced ru
 """
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from PIL import Image, ImageOps, PngImagePlugin
 
 from ..nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
 from .demo_model import DemoCLIP, DemoModel, DemoVAE
-from .images import save_png
+from .images import encode_png, save_png, write_bytes_atomic
 
 __all__ = ["RunContext", "CORE_NODES", "ckpt_notice"]
 
@@ -28,13 +29,18 @@ MAX_RES = 16384
 
 @dataclass
 class RunContext:
-    """Where a standalone run reads and writes, and how it reports."""
+    """Where a standalone run reads and writes, and how it reports.
+
+    With ``defer_writes`` (``stepwise run``), images are encoded in memory and written only by
+    :meth:`commit`, after the whole workflow succeeded; :meth:`discard` drops them."""
 
     output_dir: Path = Path("output")
     input_dir: Path = Path("input")
     temp_dir: Path | None = None
     notice: Any = field(default=lambda msg: print(msg, file=sys.stderr))
     written: list[Path] = field(default_factory=list)
+    defer_writes: bool = False
+    pending: list[tuple[Path, bytes]] = field(default_factory=list)
     _checkpoint: tuple | None = None
 
     def checkpoint(self) -> tuple[DemoModel, DemoCLIP, DemoVAE]:
@@ -42,24 +48,50 @@ class RunContext:
             self._checkpoint = (DemoModel(), DemoCLIP(notice=self.notice), DemoVAE())
         return self._checkpoint
 
+    def commit(self) -> list[Path]:
+        """Write every deferred image (each atomically); on a failure remove what this commit wrote."""
+        done: list[Path] = []
+        try:
+            for path, data in self.pending:
+                write_bytes_atomic(path, data)
+                done.append(path)
+        except OSError:
+            for path in done:
+                path.unlink(missing_ok=True)
+            self.written = [p for p in self.written if p not in {q for q, _ in self.pending}]
+            self.pending = []
+            raise
+        self.pending = []
+        return done
 
-_CTX: list[RunContext] = [RunContext()]
+    def discard(self) -> None:
+        dropped = {p for p, _ in self.pending}
+        self.written = [p for p in self.written if p not in dropped]
+        self.pending = []
+
+
+_CTX: contextvars.ContextVar[RunContext | None] = contextvars.ContextVar("stepwise_run_context", default=None)
+_DEFAULT_CTX = RunContext()
 
 
 def current_context() -> RunContext:
-    return _CTX[-1]
+    ctx = _CTX.get()
+    return _DEFAULT_CTX if ctx is None else ctx
 
 
 class use_context:  # noqa: N801 - a context manager used like a function
+    """Within the block (this thread/task only), stand-in nodes read and write through ``ctx``."""
+
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
+        self._token = None
 
     def __enter__(self) -> RunContext:
-        _CTX.append(self.ctx)
+        self._token = _CTX.set(self.ctx)
         return self.ctx
 
     def __exit__(self, *exc) -> None:
-        _CTX.pop()
+        _CTX.reset(self._token)
 
 
 def ckpt_notice(node: str, name: str, replacement: str) -> None:
@@ -143,7 +175,31 @@ class EmptyLatentImage:
     FUNCTION = "generate"
     CATEGORY = "latent"
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, width, height, batch_size=1):
+        """Refuse, before anything runs, a size the demo model cannot sample and decode in this machine's memory."""
+        from ..sampling.resources import available_memory
+
+        have = available_memory()
+        if have is None:
+            return True
+
+        def need(b: int) -> int:
+            shape = (b, 4, height // 8, width // 8)
+            return max(DemoModel.memory_estimate(None, shape, "euler"), DemoVAE.memory_estimate(shape))
+
+        if need(batch_size) <= have:
+            return True
+        what = "batch_size" if batch_size > 1 and need(1) <= have else "width"
+        return (f"{what}: a batch of {batch_size} images of {width}x{height} needs about "
+                f"{need(batch_size) / 2 ** 30:.1f} GB to sample and decode with the demo model, but only "
+                f"{have / 2 ** 30:.1f} GB is available; use a smaller size or batch")
+
     def generate(self, width, height, batch_size=1):
+        from ..sampling.resources import check_fits
+
+        check_fits(batch_size * 4 * (height // 8) * (width // 8) * 4,
+                   f"batch_size: a batch of {batch_size} latents of {width}x{height}")
         return ({"samples": torch.zeros([batch_size, 4, height // 8, width // 8])},)
 
 
@@ -182,20 +238,21 @@ class LoadImage:
     FUNCTION = "load_image"
     CATEGORY = "image"
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, image):
+        try:
+            _input_image_path(image)
+        except ValueError as exc:
+            return str(exc)
+        return True
+
     def load_image(self, image):
-        ctx = current_context()
-        base = Path(ctx.input_dir).resolve()
-        name = re.sub(r"\s*\[(input|output|temp)\]$", "", image)
-        path = (base / name).resolve()
-        if base not in path.parents and path != base:
-            raise ValueError(f"image: {image!r} is outside the input folder {base}")
-        if not path.is_file():
-            raise ValueError(f"image: {image!r} not found in the input folder {base} (use --input-dir)")
+        path = _input_image_path(image)
         try:
             img = ImageOps.exif_transpose(Image.open(path))
-        except OSError as exc:
+            rgb = numpy.asarray(img.convert("RGB"), dtype=numpy.float32) / 255.0
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
             raise ValueError(f"image: cannot read {path}: {exc}") from None
-        rgb = numpy.asarray(img.convert("RGB"), dtype=numpy.float32) / 255.0
         if "A" in img.getbands():
             mask = 1.0 - numpy.asarray(img.getchannel("A"), dtype=numpy.float32) / 255.0
         else:
@@ -203,39 +260,68 @@ class LoadImage:
         return torch.from_numpy(rgb)[None], torch.from_numpy(mask)[None]
 
 
-def _next_counter(folder: Path, prefix: str) -> int:
+def _input_image_path(image: Any) -> Path:
+    if not isinstance(image, str) or not image.strip():
+        raise ValueError(f"image: expected a file name in the input folder, got {image!r:.80}")
+    base = Path(current_context().input_dir).resolve()
+    name = re.sub(r"\s*\[(input|output|temp)\]$", "", image)
+    if "\x00" in name:
+        raise ValueError("image: the file name contains a NUL character")
+    path = (base / name).resolve()
+    if base not in path.parents and path != base:
+        raise ValueError(f"image: {image!r} is outside the input folder {base}")
+    if not path.is_file():
+        raise ValueError(f"image: {image!r} not found in the input folder {base} (use --input-dir)")
+    return path
+
+
+def _next_counter(folder: Path, prefix: str, reserved=()) -> int:
     best = 0
     pat = re.compile(re.escape(prefix) + r"_(\d+)_\.png$")
-    if folder.is_dir():
-        for f in folder.iterdir():
-            m = pat.fullmatch(f.name)
-            if m:
-                best = max(best, int(m.group(1)))
+    names = [f.name for f in folder.iterdir()] if folder.is_dir() else []
+    names += [p.name for p in reserved if p.parent == folder]
+    for name in names:
+        m = pat.fullmatch(name)
+        if m:
+            best = max(best, int(m.group(1)))
     return best + 1
 
 
-def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_pnginfo=None) -> list[Path]:
+def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_pnginfo=None) -> list[dict]:
+    """Save a batch as ``prefix_00001_.png``...; returns ComfyUI's ``{filename, subfolder, type}`` entries
+    (without ``type``), ``subfolder`` being the prefix's folder part relative to ``folder``."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images: expected an IMAGE tensor (B, H, W, C), got {getattr(images, 'shape', images)!r}")
+    if not isinstance(filename_prefix, str) or not filename_prefix.strip():
+        raise ValueError("filename_prefix: expected a non-empty name")
     folder = Path(folder)
     sub = Path(os.path.normpath(filename_prefix))
-    if sub.is_absolute() or ".." in sub.parts:
+    if sub.is_absolute() or ".." in sub.parts or sub.name in ("", "."):
         raise ValueError(f"filename_prefix: {filename_prefix!r} would save outside the output folder")
     target = folder / sub.parent
-    counter = _next_counter(target, sub.name)
-    written = []
+    ctx = current_context()
+    counter = _next_counter(target, sub.name, [p for p, _ in ctx.pending])
+    entries = []
+    subfolder = sub.parent.as_posix() if str(sub.parent) != "." else ""
     for image in images:
-        arr = numpy.clip(255.0 * image.detach().cpu().numpy(), 0, 255).astype(numpy.uint8)
+        arr = numpy.clip(255.0 * image.detach().cpu().float().numpy(), 0, 255).astype(numpy.uint8)
+        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+            raise ValueError(f"images: expected 1, 3 or 4 channels last, got shape {tuple(image.shape)}")
         info = PngImagePlugin.PngInfo()
         if prompt is not None:
             info.add_text("prompt", json.dumps(prompt))
         for key, value in (extra_pnginfo or {}).items():
             info.add_text(key, json.dumps(value))
-        path = save_png(Image.fromarray(arr), target / f"{sub.name}_{counter:05}_.png", pnginfo=info)
-        written.append(path)
+        img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
+        path = target / f"{sub.name}_{counter:05}_.png"
+        if ctx.defer_writes:
+            ctx.pending.append((path, encode_png(img, info)))
+        else:
+            save_png(img, path, pnginfo=info)
+        ctx.written.append(path)
+        entries.append({"filename": path.name, "subfolder": subfolder})
         counter += 1
-    current_context().written.extend(written)
-    return written
+    return entries
 
 
 class SaveImage:
@@ -250,8 +336,8 @@ class SaveImage:
     CATEGORY = "image"
 
     def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
-        paths = _save_images(images, filename_prefix, current_context().output_dir, prompt, extra_pnginfo)
-        return {"ui": {"images": [{"filename": p.name, "subfolder": "", "type": "output"} for p in paths]}}
+        saved = _save_images(images, filename_prefix, current_context().output_dir, prompt, extra_pnginfo)
+        return {"ui": {"images": [{**e, "type": "output"} for e in saved]}}
 
 
 class PreviewImage:
@@ -272,8 +358,7 @@ def show_on_node(images) -> list[dict]:
     """What a node shows (Efficient nodes' decoded images): written to the run's temp folder."""
     ctx = current_context()
     folder = ctx.temp_dir or Path(ctx.output_dir) / "temp"
-    paths = _save_images(images, "ComfyUI_temp", folder)
-    return [{"filename": p.name, "subfolder": "", "type": "temp"} for p in paths]
+    return [{**e, "type": "temp"} for e in _save_images(images, "ComfyUI_temp", folder)]
 
 
 def _primitive(kind: str, type_name: str, opts: dict):

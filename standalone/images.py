@@ -1,6 +1,7 @@
 """Writing images without partial files: PNGs go to a temporary name, then are renamed."""
 from __future__ import annotations
 
+import io
 import os
 import tempfile
 from pathlib import Path
@@ -11,16 +12,27 @@ from PIL import Image
 
 from ..sampling.latent_format import LatentFormat
 
-__all__ = ["save_png", "latent_to_rgb", "latent_to_rgb_png"]
+__all__ = ["save_png", "encode_png", "write_bytes_atomic", "latent_to_rgb", "latent_to_rgb_png"]
+
+
+def encode_png(image: Image.Image, pnginfo=None) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", pnginfo=pnginfo, compress_level=4)
+    return buf.getvalue()
 
 
 def save_png(image: Image.Image, path: str | Path, pnginfo=None) -> Path:
+    return write_bytes_atomic(path, encode_png(image, pnginfo))
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
+    """Write to a temporary name in the same folder, then rename: never a partial file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=str(path.parent))
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=str(path.parent))
     try:
-        image.save(tmp, format="PNG", pnginfo=pnginfo, compress_level=4)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file normal permissions

@@ -11,7 +11,9 @@ Two formats are accepted:
 """
 from __future__ import annotations
 
+import inspect
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -70,8 +72,20 @@ def parse_workflow(data: Any) -> Prompt:
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):
         return ui_to_prompt(data)
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
-        nodes = {str(k): {"class_type": v["class_type"], "inputs": dict(v.get("inputs", {}))} for k, v in data.items()}
-        titles = {str(k): v.get("_meta", {}).get("title", "") for k, v in data.items()}
+        nodes, titles = {}, {}
+        for k, v in data.items():
+            ctype, inputs = v["class_type"], v.get("inputs", {})
+            if not isinstance(ctype, str):
+                raise WorkflowError(f"node {k}: 'class_type' must be a node type name (text), got "
+                                    f"{type(ctype).__name__}", str(k))
+            if inputs is None:
+                inputs = {}
+            if not isinstance(inputs, dict):
+                raise WorkflowError(f"node {k} ({ctype}): 'inputs' must be an object {{name: value or link}}, got "
+                                    f"{type(inputs).__name__}", str(k), None, ctype)
+            nodes[str(k)] = {"class_type": ctype, "inputs": dict(inputs)}
+            meta = v.get("_meta")
+            titles[str(k)] = str(meta.get("title", "")) if isinstance(meta, dict) else ""
         return Prompt(nodes, None, titles)
     raise WorkflowError("not a ComfyUI workflow: expected the editor's format (nodes/links) or the API format "
                         "(node id -> {class_type, inputs})")
@@ -96,22 +110,67 @@ def _widget_names(node_cls: type) -> list[tuple[str, int]]:
     return out
 
 
+def _is_id(value: Any) -> bool:
+    return (isinstance(value, int) and not isinstance(value, bool)) or (isinstance(value, str) and value != "")
+
+
+def _is_slot(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _check_ui(wf: dict) -> tuple[dict, dict[int, tuple]]:
+    """The editor format's structure, checked: nodes by id, links by id. A WorkflowError names what is wrong."""
+    nodes: dict = {}
+    for n in wf["nodes"]:
+        if not isinstance(n, dict) or not _is_id(n.get("id")) or not isinstance(n.get("type"), str):
+            raise WorkflowError(f"workflow: malformed node entry {str(n)[:80]} (needs an 'id' and a 'type')")
+        nid = n["id"]
+        if nid in nodes:
+            raise WorkflowError(f"node {nid}: the id is used twice", str(nid))
+        mode = n.get("mode", 0)
+        if mode is not None and (not isinstance(mode, int) or isinstance(mode, bool)):
+            raise WorkflowError(f"node {nid}: 'mode' must be a number, got {mode!r:.40}", str(nid), None, n["type"])
+        for key in ("inputs", "outputs"):
+            items = n.get(key)
+            if items is None:
+                continue
+            if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+                raise WorkflowError(f"node {nid}: '{key}' must be a list of objects", str(nid), None, n["type"])
+            for i in items:
+                if key == "inputs" and (not isinstance(i.get("name"), str) or
+                                        (i.get("link") is not None and not _is_id(i.get("link")))):
+                    raise WorkflowError(f"node {nid}: malformed input {str(i)[:80]}", str(nid), None, n["type"])
+        values = n.get("widgets_values")
+        if values is not None and not isinstance(values, (list, dict)):
+            raise WorkflowError(f"node {nid}: 'widgets_values' must be a list, got {type(values).__name__}",
+                                str(nid), None, n["type"])
+        if "title" in n and not isinstance(n["title"], (str, type(None))):
+            raise WorkflowError(f"node {nid}: 'title' must be text", str(nid), None, n["type"])
+        nodes[nid] = n
+    links: dict = {}
+    raw_links = wf.get("links", [])
+    if raw_links is not None and not isinstance(raw_links, list):
+        raise WorkflowError("workflow: 'links' must be a list")
+    for link in raw_links or []:
+        if isinstance(link, dict):
+            fields = [link.get(k) for k in ("id", "origin_id", "origin_slot", "target_id", "target_slot")]
+            fields.append(link.get("type"))
+        elif isinstance(link, list) and len(link) >= 5:
+            fields = list(link[:6]) + [None] * (6 - len(link[:6]))
+        else:
+            raise WorkflowError(f"workflow: malformed link {str(link)[:80]}")
+        if not (_is_id(fields[0]) and _is_id(fields[1]) and _is_slot(fields[2]) and _is_id(fields[3])
+                and _is_slot(fields[4])):
+            raise WorkflowError(f"workflow: malformed link {str(link)[:80]}")
+        links[fields[0]] = tuple(fields[1:6])
+    return nodes, links
+
+
 def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
     from .registry import node_registry
 
     registry = registry if registry is not None else node_registry()
-    nodes = {}
-    for n in wf["nodes"]:
-        if not isinstance(n, dict) or "id" not in n or "type" not in n:
-            raise WorkflowError(f"workflow: malformed node entry {str(n)[:80]}")
-        nodes[n["id"]] = n
-    links: dict[int, tuple] = {}
-    for link in wf.get("links", []) or []:
-        if isinstance(link, dict):
-            links[link["id"]] = (link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
-                                 link.get("type"))
-        else:
-            links[link[0]] = tuple(link[1:6])
+    nodes, links = _check_ui(wf)
 
     def input_types(node: dict) -> list[tuple[str, Any, Any]]:
         return [(i.get("name"), i.get("type"), i.get("link")) for i in node.get("inputs", []) or []]
@@ -234,6 +293,68 @@ def _order(prompt: Prompt, targets: list[str]) -> list[str]:
     return order
 
 
+_INPUT_PREFIX = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)(?:\[\d+\])?: ")
+
+
+def node_error(exc: BaseException, nid: str, class_type: str, declared: set[str]) -> WorkflowError:
+    """A WorkflowError naming the node and, when the message starts with one, the input."""
+    msg = str(exc) or type(exc).__name__
+    if isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and
+                                        ("alloc" in msg.lower() or "out of memory" in msg.lower())):
+        return WorkflowError(f"node {nid} ({class_type}): out of memory ({msg.splitlines()[0][:200]}); use a smaller "
+                             f"image or batch", nid, None, class_type)
+    if not isinstance(exc, (ValueError, TypeError)):
+        msg = f"{type(exc).__name__}: {msg}"
+    m = _INPUT_PREFIX.match(msg)
+    if m and m.group(1) in declared:
+        return WorkflowError(f"node {nid} ({class_type}) input {msg}", nid, m.group(1), class_type)
+    return WorkflowError(f"node {nid} ({class_type}): {msg}", nid, None, class_type)
+
+
+def _link_problem(registry: NodeRegistry, nodes: dict, link: list, spec) -> str | None:
+    """Why a link cannot feed an input (slot out of range, types that do not match), or None."""
+    src = nodes.get(str(link[0]))
+    src_cls = registry.get(src["class_type"]) if src else None
+    if src_cls is None or spec is None:
+        return None
+    returns = tuple(getattr(src_cls, "RETURN_TYPES", ()))
+    slot = link[1]
+    if not 0 <= slot < len(returns):
+        return f"linked to output {slot} of node {link[0]} ({src['class_type']}), which has {len(returns)} outputs"
+    have, want = returns[slot], spec[0]
+    if isinstance(have, (list, tuple)) or have in ("*", "COMBO"):
+        return None
+    if isinstance(want, (list, tuple)):
+        ok = have in ("STRING",)
+        shown = "a list of values"
+    else:
+        ok = want == "*" or have == want or (want == "FLOAT" and have == "INT") or \
+            have in str(want).split(",") or want in str(have).split(",")
+        shown = want
+    if ok:
+        return None
+    return (f"linked to node {link[0]} ({src['class_type']}) output {slot}, a {have}, but it takes {shown} "
+            f"(return type mismatch)")
+
+
+def _validate_inputs_hook(cls: type, node: dict, nid: str) -> None:
+    """ComfyUI's ``VALIDATE_INPUTS(**values)`` convention: True, or a message naming what is wrong."""
+    hook = getattr(cls, "VALIDATE_INPUTS", None)
+    if hook is None:
+        return
+    params = inspect.signature(hook).parameters
+    values = {k: v for k, v in node["inputs"].items() if k in params and not _is_link(v) and not isinstance(v, _Missing)}
+    if any(p.default is inspect.Parameter.empty and k not in values and p.kind == p.POSITIONAL_OR_KEYWORD
+           for k, p in params.items()):
+        return  # a linked value: checked when the node runs
+    result = hook(**values)
+    if result is not True:
+        message = str(result)
+        m = _INPUT_PREFIX.match(message)
+        raise WorkflowError(f"node {nid} ({node['class_type']}) input {message}", nid,
+                            m.group(1) if m else None, node["class_type"])
+
+
 def _declared_inputs(cls: type) -> set[str]:
     types = cls.INPUT_TYPES()
     return set(types.get("required", {})) | set(types.get("optional", {}))
@@ -272,12 +393,18 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
             if isinstance(value, _Missing):
                 raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: required input is not "
                                     f"connected ({value!r})", nid, name, node["class_type"])
+            if _is_link(value) and name in _declared_inputs(cls):
+                problem = _link_problem(registry, prompt.nodes, value, widget_spec(cls, name))
+                if problem is not None:
+                    raise WorkflowError(f"node {nid} ({node['class_type']}) input {name!r}: {problem}", nid, name,
+                                        node["class_type"])
             if not _is_link(value) and name in _declared_inputs(cls):
                 try:
                     check_widget(cls, name, value)
                 except ValueError as exc:
                     raise WorkflowError(f"node {nid} ({node['class_type']}) input {exc}", nid, name,
                                         node["class_type"]) from None
+        _validate_inputs_hook(cls, node, nid)
         for name, spec in types.get("required", {}).items():
             if name not in node["inputs"]:
                 kind = spec[0]
@@ -329,10 +456,10 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
             on_node(nid, node["class_type"])
         try:
             out = getattr(cls(), cls.FUNCTION)(**kwargs)
-        except WorkflowError:
+        except (WorkflowError, InterruptedError, KeyboardInterrupt):
             raise
-        except (ValueError, TypeError) as exc:
-            raise WorkflowError(f"node {nid} ({node['class_type']}): {exc}", nid, None, node["class_type"]) from None
+        except Exception as exc:  # noqa: BLE001 - every failure is reported against its node
+            raise node_error(exc, nid, node["class_type"], declared) from exc
         if isinstance(out, dict):
             if out.get("ui") and on_output is not None:
                 on_output(nid, out["ui"])

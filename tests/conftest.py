@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from pathlib import Path
@@ -29,3 +30,49 @@ def golden_set(golden_dir):
 @pytest.fixture(scope="session")
 def toy(golden_set):
     return golden_set.model, golden_set.toy_tensors
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_server(out_dir, input_dir, listen="127.0.0.1"):
+    """`stepwise serve`'s app on a free loopback port in a background thread; yields its base URL."""
+    import asyncio
+    import threading
+    import time
+    import urllib.request
+
+    from aiohttp import web
+
+    from stepwise_sampler.standalone.server import make_app
+
+    app = make_app(out_dir, input_dir, listen=listen)
+    port = free_port()
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+
+    def run():
+        asyncio.set_event_loop(loop)
+        loop.run_until_complete(runner.setup())
+        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+        loop.run_forever()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(base + "/api/system_stats", timeout=1)
+            break
+        except OSError:
+            time.sleep(0.05)
+    try:
+        yield base
+    finally:
+        loop.call_soon_threadsafe(loop.stop)

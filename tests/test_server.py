@@ -14,46 +14,16 @@ import pytest
 aiohttp = pytest.importorskip("aiohttp", reason="install the serve extra: pip install -e .[serve]")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    import asyncio
-
-    from aiohttp import web
-
-    from stepwise_sampler.standalone.server import make_app
+    from conftest import running_server
 
     work = tmp_path_factory.mktemp("serve")
     (work / "out").mkdir()
     (work / "out" / "result.png").write_bytes(b"\x89PNG fake")
     (work / "secret.txt").write_text("do not serve")
-    app = make_app(work / "out", work / "in")
-    port = _free_port()
-    loop = asyncio.new_event_loop()
-    runner = web.AppRunner(app)
-
-    def run():
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(runner.setup())
-        loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
-        loop.run_forever()
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(100):
-        try:
-            urllib.request.urlopen(base + "/api/system_stats", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    yield base, work
-    loop.call_soon_threadsafe(loop.stop)
+    with running_server(work / "out", work / "in") as base:
+        yield base, work
 
 
 def _get(base, path):
