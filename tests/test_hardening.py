@@ -113,6 +113,13 @@ def test_foreign_origin_upload_and_null_origin_are_refused(served):
     assert not (work / "in" / "x.png").exists()
 
 
+def test_foreign_origin_websocket_is_refused(served):
+    base, _ = served
+    headers = {"Origin": EVIL, "Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+    assert request(base, "GET", "/ws?clientId=x", headers=headers)[0] == 403
+
+
 def test_foreign_host_is_refused_on_a_loopback_bind(served):
     base, _ = served
     status, _, text = request(base, "GET", "/api/queue", headers={"Host": "evil.example"})
