@@ -48,6 +48,8 @@ class Observer:
     want_ui: bool = False
     #: previews for nodes without their own preview method (an editor's global default)
     default_preview: Any = None
+    #: a node's notes to the user (e.g. why a seamless hand-off restarted)
+    on_notice: Callable[[str], None] | None = None
 
     def check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt.is_set():

@@ -6,6 +6,7 @@ sigmas, noise, the sampler function and the callback. Only imported when a Comfy
 """
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ import comfy.samplers
 
 from ..sampling.model import UncondTap
 
-__all__ = ["ComfyBackend", "ComfyModelView", "ComfyModelSampling"]
+__all__ = ["ComfyBackend", "ComfyModelView", "ComfyModelSampling", "NativeSampler", "native_sampler"]
 
 
 class ComfyModelSampling:
@@ -66,12 +67,51 @@ class ComfyModelView:
 
 
 class _SamplerFunction:
-    def __init__(self, fn) -> None:
+    """Our sampler function as ComfyUI's KSAMPLER calls it (with its inpaint-aware model wrapper)."""
+
+    def __init__(self, fn, inpaint_source=None) -> None:
         self.fn = fn
+        self.inpaint_source = inpaint_source
 
     def __call__(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        if self.inpaint_source is not None and getattr(model_k, "noise", None) is not None:
+            ref = model_k.noise  # this run's wrapper object only; ComfyUI itself is not touched
+            model_k.noise = self.inpaint_source.inpaint(ref.shape, ref.dtype, ref.device)
         return self.fn(ComfyModelView(model_k), x, sigmas, extra_args=extra_args, callback=callback, disable=disable,
                        **options)
+
+
+class NativeSampler:
+    """A sampler of the installed ComfyUI that this pack does not implement, run through ComfyUI's own object."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sampler = comfy.samplers.sampler_object(name)
+
+
+_NATIVE_NOTED: set[str] = set()
+
+
+def native_sampler(name: str) -> NativeSampler:
+    if name not in comfy.samplers.KSampler.SAMPLERS:
+        raise ValueError(f"sampler_name: unknown sampler {name!r}; allowed: {', '.join(comfy.samplers.KSampler.SAMPLERS)}")
+    if name not in _NATIVE_NOTED:
+        _NATIVE_NOTED.add(name)
+        logging.getLogger("stepwise").info("stepwise: sampler %r is not implemented by Stepwise; it runs through "
+                                           "ComfyUI's own function (Stepwise's noise modes and seamless splits do "
+                                           "not apply to it)", name)
+    return NativeSampler(name)
+
+
+def native_schedule(name: str):
+    """A scheduler of the installed ComfyUI that this pack does not implement: ComfyUI's own function."""
+    if name not in comfy.samplers.KSampler.SCHEDULERS:
+        raise ValueError(f"scheduler: unknown scheduler {name!r}; allowed: {', '.join(comfy.samplers.KSampler.SCHEDULERS)}")
+    if ("scheduler", name) not in _NATIVE_NOTED:
+        _NATIVE_NOTED.add(("scheduler", name))
+        logging.getLogger("stepwise").info("stepwise: scheduler %r is not implemented by Stepwise; it is computed by "
+                                           "ComfyUI's own function", name)
+    return lambda ms, steps: comfy.samplers.calculate_sigmas(ms, name, steps).cpu()
 
 
 class ComfyBackend:
@@ -83,9 +123,17 @@ class ComfyBackend:
         return comfy.sample.fix_empty_latent_channels(self.patcher, latent)
 
     def sample(self, noise, latent_image, sampler_fn, sigmas, positive, negative, cfg, noise_mask=None,
-               callback=None, seed=None, disable_pbar=True, random_inpaint_noise=False, sampler_options=None):
-        sampler = comfy.samplers.KSAMPLER(_SamplerFunction(sampler_fn), extra_options=dict(sampler_options or {}),
-                                          inpaint_options={"random": True} if random_inpaint_noise else {})
+               callback=None, seed=None, disable_pbar=True, random_inpaint_noise=False, inpaint_source=None,
+               sampler_options=None):
+        if isinstance(sampler_fn, NativeSampler):
+            sampler = sampler_fn.sampler
+        else:
+            # ComfyUI's own random inpaint noise is the comfy-mode numbers; a per-item source brings its own
+            own_inpaint = random_inpaint_noise and inpaint_source is not None and inpaint_source.batch_mode != "comfy"
+            fn = _SamplerFunction(sampler_fn, inpaint_source if own_inpaint else None)
+            sampler = comfy.samplers.KSAMPLER(fn, extra_options=dict(sampler_options or {}),
+                                              inpaint_options={"random": True}
+                                              if random_inpaint_noise and not own_inpaint else {})
         guider = comfy.samplers.CFGGuider(self.patcher)
         guider.set_conds(positive, negative)
         guider.set_cfg(cfg)

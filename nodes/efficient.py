@@ -14,7 +14,7 @@ import torch
 from ..preview import PREVIEW_METHODS, PreviewConfig, check_preview_method
 from .bridge import current_observer, is_comfy_model
 from .cache import RESULT_CACHE
-from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced, run_common_ksampler
+from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced, run_common_ksampler, ui_summary
 from .script import apply_script, check_script
 from .widgets import check_widgets
 
@@ -85,8 +85,8 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
             if observer is not None and observer.show_images is not None:
                 shown = observer.show_images(images)
     ui = {"images": shown}
-    if runs and runs[0].sigmas is not None:
-        ui["stepwise"] = [{"sigmas": [float(v) for v in runs[0].sigmas.tolist()], "sampled": runs[0].sampled}]
+    if runs:
+        ui["stepwise"] = [ui_summary(runs[0])]
     return {"ui": ui, "result": (model, positive, negative, out, vae, images)}
 
 
@@ -98,7 +98,7 @@ def _efficient_inputs(base: type, decode_choices: list[str]) -> dict:
     required["vae_decode"] = (decode_choices, {"tooltip": "Decode the result with the VAE (shown on the node unless "
                                                           "'output only'); 'false' skips decoding."})
     return {"required": required,
-            "optional": {"optional_vae": ("VAE",), "script": ("SCRIPT",)},
+            "optional": {"optional_vae": ("VAE",), "script": ("SCRIPT",), **types.get("optional", {})},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
 
@@ -143,15 +143,15 @@ class StepwiseKSamplerAdvancedEfficient:
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, preview_method, vae_decode,
-               optional_vae=None, script=None, prompt=None, extra_pnginfo=None, unique_id=None):
+               optional_vae=None, script=None, prompt=None, extra_pnginfo=None, unique_id=None, split_mode="comfy"):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
                                    "return_with_leftover_noise": return_with_leftover_noise,
-                                   "preview_method": preview_method})
+                                   "preview_method": preview_method, "split_mode": split_mode})
         sampling = {"seed": noise_seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                     "scheduler": scheduler, "denoise": 1.0, "disable_noise": add_noise == "disable",
                     "start_step": start_at_step, "last_step": end_at_step,
-                    "force_full_denoise": return_with_leftover_noise != "enable"}
+                    "force_full_denoise": return_with_leftover_noise != "enable", "split_mode": split_mode}
         return _efficient("KSamplerAdvanced", model, positive, negative, latent_image, preview_method, vae_decode,
                           optional_vae, script, VAE_DECODE_ADVANCED, sampling, prompt, extra_pnginfo, unique_id)

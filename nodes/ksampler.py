@@ -1,28 +1,37 @@
 """Stepwise KSampler and KSampler Advanced: core ComfyUI's inputs, order, defaults and numbers."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ..preview import PreviewConfig, PreviewHook, make_decoder
-from ..sampling import SAMPLER_NAMES, RunInfo, common_ksampler
-from ..schedulers import SCHEDULER_NAMES
+from ..sampling import SAMPLERS, RunInfo, common_ksampler
+from ..schedulers import SCHEDULERS
 from .bridge import as_backend, current_observer, is_comfy_model
+from .profile import combo_spec, current_profile, sampler_names, scheduler_names
 from .schedule_api import remember_model_sampling
 from .widgets import check_widgets
 
-__all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "run_common_ksampler", "make_step_callback"]
+__all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "run_common_ksampler", "make_step_callback", "ui_summary",
+           "SPLIT_MODE_SPEC"]
+
+log = logging.getLogger("stepwise")
 
 SEED_SPEC = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "The random seed used for creating the noise."})
 STEPS_SPEC = ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of steps in the schedule."})
+SPLIT_MODE_SPEC = (["comfy", "seamless"], {
+    "default": "comfy",
+    "tooltip": "comfy: ComfyUI's split (each node restarts its sampler's history and noise). seamless: chained nodes "
+               "continue one run (history and noise carried in the LATENT): a split equals a single run."})
 CFG_SPEC = ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                       "tooltip": "Classifier-free guidance scale."})
 
 
 def sampler_inputs() -> dict[str, tuple]:
     return {
-        "sampler_name": (SAMPLER_NAMES, {"tooltip": "The sampling algorithm."}),
-        "scheduler": (SCHEDULER_NAMES, {"tooltip": "How the noise levels are spaced over the steps."}),
+        "sampler_name": combo_spec(sampler_names(), {"tooltip": "The sampling algorithm."}),
+        "scheduler": combo_spec(scheduler_names(), {"tooltip": "How the noise levels are spaced over the steps."}),
         "positive": ("CONDITIONING", {"tooltip": "What to include in the image."}),
         "negative": ("CONDITIONING", {"tooltip": "What to exclude from the image."}),
         "latent_image": ("LATENT", {"tooltip": "The latent image to denoise."}),
@@ -80,21 +89,60 @@ def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positi
     info = RunInfo()
     backend = as_backend(model)
     remember_model_sampling(unique_id, getattr(backend, "model_sampling", None))
+    if sampler_name not in SAMPLERS and is_comfy_model(model):
+        from .comfy_bridge import native_sampler
+
+        kw["native_sampler"] = native_sampler(sampler_name)  # a newer ComfyUI's sampler we do not implement
+    if scheduler not in SCHEDULERS and is_comfy_model(model):
+        from .comfy_bridge import native_schedule
+
+        kw["native_schedule"] = native_schedule(scheduler)
     out = common_ksampler(backend, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                          latent_image, callback=callback, disable_pbar=disable_pbar, info=info, **kw)
+                          latent_image, callback=callback, disable_pbar=disable_pbar, info=info,
+                          profile=kw.pop("profile", None) or current_profile(), **kw)
+    report_notes(info, unique_id)
     observer = current_observer()
     if observer is not None:
         observer.runs.append(info)
     return out, info
 
 
+PLOT_POINTS = 64
+
+
+def ui_summary(info: RunInfo) -> dict:
+    """What the editor's plot needs from a run (not the whole sigma list): at most PLOT_POINTS
+    ``[step, sigma]`` points (5 significant digits), the step count, notes and the seamless hand-off."""
+    summary: dict = {"sampled": bool(info.sampled), "steps": 0, "points": []}
+    if info.sigmas is not None and info.sigmas.numel():
+        values = info.sigmas.tolist()
+        n = len(values)
+        idx = sorted({round(k * (n - 1) / (PLOT_POINTS - 1)) for k in range(PLOT_POINTS)}) if n > PLOT_POINTS \
+            else range(n)
+        summary["steps"] = n - 1
+        summary["points"] = [[i, float(f"{values[i]:.5g}")] for i in idx]
+    if info.notes:
+        summary["notes"] = list(info.notes)
+    if info.seamless:
+        summary["seamless"] = dict(info.seamless)
+    return summary
+
+
+def report_notes(info: RunInfo, unique_id=None) -> None:
+    """A run's notes (e.g. why a seamless hand-off restarted) go to the log and the standalone runner."""
+    observer = current_observer()
+    for text in info.notes:
+        log.warning("stepwise node %s: %s", unique_id if unique_id is not None else "?", text)
+        if observer is not None and observer.on_notice is not None:
+            observer.on_notice(f"node {unique_id}: {text}" if unique_id is not None else text)
+
+
 def with_ui(model, out: tuple, info: RunInfo):
-    """Inside an editor (ComfyUI, or ``stepwise serve``), also send the sigmas that ran to the node's plot."""
+    """Inside an editor (ComfyUI, or ``stepwise serve``), also send the node's plot what ran."""
     observer = current_observer()
     if not (is_comfy_model(model) or (observer is not None and observer.want_ui)):
         return out
-    used = [] if info.sigmas is None else [float(v) for v in info.sigmas.tolist()]
-    return {"ui": {"stepwise": [{"sigmas": used, "sampled": bool(info.sampled)}]}, "result": out}
+    return {"ui": {"stepwise": [ui_summary(info)]}, "result": out}
 
 
 class StepwiseKSampler:
@@ -141,6 +189,8 @@ class StepwiseKSamplerAdvanced:
             "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
             "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
             "return_with_leftover_noise": (["disable", "enable"],),
+        }, "optional": {
+            "split_mode": SPLIT_MODE_SPEC,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
@@ -149,13 +199,16 @@ class StepwiseKSamplerAdvanced:
     DESCRIPTION = "KSampler (Advanced) with Stepwise's sampling core: identical results to the core node."
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-               latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0, unique_id=None):
+               latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0, unique_id=None,
+               split_mode="comfy"):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
-                                   "return_with_leftover_noise": return_with_leftover_noise})
+                                   "return_with_leftover_noise": return_with_leftover_noise,
+                                   "split_mode": split_mode})
         out, info = run_common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                                         latent_image, denoise=denoise, disable_noise=add_noise == "disable",
                                         start_step=start_at_step, last_step=end_at_step,
-                                        force_full_denoise=return_with_leftover_noise != "enable", unique_id=unique_id)
+                                        force_full_denoise=return_with_leftover_noise != "enable", unique_id=unique_id,
+                                        split_mode=split_mode)
         return with_ui(model, out, info)

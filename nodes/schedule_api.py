@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 from ..sampling import SAMPLER_NAMES
 from ..schedulers import SCHEDULER_NAMES, DiscreteModelSampling, plan_sigmas
+from .profile import sampler_names, scheduler_names
 
 __all__ = ["sigmas_response", "remember_model_sampling", "MAX_PLOT_STEPS"]
 
@@ -78,10 +79,10 @@ def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
     """(HTTP status, JSON body). 400 bodies are ``{"error": "<input>: <reason>"}``."""
     try:
         scheduler = query.get("scheduler")
-        if scheduler not in SCHEDULER_NAMES:
+        if scheduler not in SCHEDULER_NAMES and scheduler not in scheduler_names():
             raise _BadRequest(f"scheduler: {scheduler!r} is not one of {', '.join(SCHEDULER_NAMES)}")
         sampler = query.get("sampler") or "euler"
-        if sampler not in SAMPLER_NAMES:
+        if sampler not in SAMPLER_NAMES and sampler not in sampler_names():
             raise _BadRequest(f"sampler: {sampler!r} is not a known sampler")
         steps = _int(query, "steps", None, 1, MAX_PLOT_STEPS)
         denoise = _float(query, "denoise", 1.0, 0.0, 1.0)

@@ -4,9 +4,14 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["check_widget", "check_widgets", "widget_spec", "describe"]
+__all__ = ["check_widget", "check_widgets", "widget_spec", "describe", "is_widget"]
 
 _SCALAR_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
+
+
+def is_widget(spec: tuple | None) -> bool:
+    """A widget input (combo or scalar), as opposed to a socket."""
+    return spec is not None and (isinstance(spec[0], (list, tuple)) or spec[0] in _SCALAR_TYPES or spec[0] == "COMBO")
 
 
 def describe(value: Any) -> str:
@@ -37,6 +42,8 @@ def check_widget(node_cls: type, name: str, value: Any) -> Any:
     if spec is None:
         return value
     kind, opts = spec
+    if kind == "COMBO":
+        kind = list(opts.get("options", []))
     if isinstance(kind, (list, tuple)):
         if not isinstance(value, (str, int, float, bool)) or value not in kind:
             shown = ", ".join(map(str, kind))
@@ -67,5 +74,5 @@ def check_widget(node_cls: type, name: str, value: Any) -> Any:
 def check_widgets(node_cls: type, values: dict) -> None:
     for name, value in values.items():
         spec = widget_spec(node_cls, name)
-        if spec is not None and (isinstance(spec[0], (list, tuple)) or spec[0] in _SCALAR_TYPES):
+        if spec is not None and (isinstance(spec[0], (list, tuple)) or spec[0] in _SCALAR_TYPES or spec[0] == "COMBO"):
             check_widget(node_cls, name, value)

@@ -148,7 +148,8 @@ class StandaloneModel:
     def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler_fn, sigmas: torch.Tensor,
                positive, negative, cfg: float, noise_mask: torch.Tensor | None = None, callback=None,
                seed: int | None = None, disable_pbar: bool = True,
-               random_inpaint_noise: bool = False, sampler_options: dict | None = None) -> torch.Tensor:
+               random_inpaint_noise: bool = False, inpaint_source=None,
+               sampler_options: dict | None = None) -> torch.Tensor:
         """Run ``sampler_fn`` over ``sigmas``; returns samples in latent (VAE) space, float32."""
         if sigmas.shape[-1] == 0:
             return latent_image
@@ -159,7 +160,9 @@ class StandaloneModel:
         if torch.count_nonzero(latent_image) > 0:
             latent_image = self.latent_format.process_in(latent_image)
         mask = reshape_mask(noise_mask, noise.shape).to(device) if noise_mask is not None else None
-        if random_inpaint_noise:
+        if random_inpaint_noise and inpaint_source is not None:
+            mask_noise = inpaint_source.inpaint(noise.shape, noise.dtype, device)
+        elif random_inpaint_noise:
             mask_noise = inpaint_noise(noise.shape, 41 if seed is None else seed, noise.dtype, device)
         else:
             mask_noise = noise

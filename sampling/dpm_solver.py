@@ -7,8 +7,7 @@ import math
 import torch
 from tqdm.auto import tqdm
 
-from .noise import default_noise_sampler
-from .steps import ancestral_step
+from .steps import ancestral_step, bind_default_noise
 
 
 class PIDStepSizeController:
@@ -103,8 +102,7 @@ class DPMSolver:
         """DPM-Solver-fast: orders 3,3,...,(2,1) so that the total NFE is exactly ``nfe``."""
         if not t_end > t_start and eta:
             raise ValueError("dpm_fast: eta must be 0 for reverse sampling")
-        noise_sampler = default_noise_sampler(x, seed=self.extra_args.get("seed", None)) if noise_sampler is None \
-            else noise_sampler
+        noise_sampler = bind_default_noise(x, noise_sampler, self.extra_args.get("seed", None))
         m = math.floor(nfe / 3) + 1
         ts = torch.linspace(t_start, t_end, m + 1, device=x.device)
         orders = [3] * (m - 2) + [2, 1] if nfe % 3 == 0 else [3] * (m - 1) + [nfe % 3]
@@ -129,8 +127,7 @@ class DPMSolver:
         forward = bool(t_end > t_start)
         if not forward and eta:
             raise ValueError("dpm_adaptive: eta must be 0 for reverse sampling")
-        noise_sampler = default_noise_sampler(x, seed=self.extra_args.get("seed", None)) if noise_sampler is None \
-            else noise_sampler
+        noise_sampler = bind_default_noise(x, noise_sampler, self.extra_args.get("seed", None))
         h_init = abs(h_init) * (1 if forward else -1)
         atol = torch.tensor(atol)
         rtol = torch.tensor(rtol)

@@ -86,7 +86,7 @@ def sample_dpmpp_sde(model, x, sigmas, extra_args=None, callback=None, disable=N
     if len(sigmas) <= 1:
         return x
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = brownian_noise(x, sigmas, st.seed, cpu_tree, noise_source) if noise_sampler is None else noise_sampler
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree, noise_source, noise_sampler)
     split = getattr(noise, "split", None) or (lambda a, m, b: (noise(a, m), noise(a, b)))
     lambda_fn, sigma_of = lambdas(model)
     sigmas = offset_first_sigma_for_snr(sigmas, model)
@@ -295,10 +295,11 @@ def _dpmpp_multistep_sde(model, x, sigmas, extra_args, callback, disable, eta, s
     the last ``history`` predictions, then Brownian-tree noise (Lu et al. 2022; k-diffusion)."""
     if len(sigmas) <= 1:
         return x
-    if noise_source == "fast" and noise_sampler is None:
+    fast = noise_source == "fast" if noise_sampler is None else getattr(noise_sampler, "sde", None) == "fast"
+    if fast:
         return _dpmpp_multistep_sde_fast(model, x, sigmas, extra_args, callback, disable, eta, s_noise, correct)
     st = Stepper(model, x, sigmas, extra_args, callback)
-    noise = brownian_noise(x, sigmas, st.seed, cpu_tree, noise_source) if noise_sampler is None else noise_sampler
+    noise = brownian_noise(x, sigmas, st.seed, cpu_tree, noise_source, noise_sampler)
     lambda_fn, _ = lambdas(model)
     sigmas = offset_first_sigma_for_snr(sigmas, model)
     past_d: list = []  # newest first

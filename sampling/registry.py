@@ -1,6 +1,7 @@
 """The sampler registry: ComfyUI's sampler names -> functions with the k-diffusion signature."""
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import torch
@@ -8,11 +9,11 @@ import torch
 from . import dpm_solver, dpmpp, euler, multistep, stochastic, unipc
 
 __all__ = ["SAMPLERS", "SAMPLER_NAMES", "RANDOM_INPAINT_NOISE_SAMPLERS", "CFG_PP_SAMPLERS", "SDE_NOISE_SAMPLERS",
-           "get_sampler"]
+           "ACCEPTS_NOISE_SAMPLER", "SELF_STEPPING_SAMPLERS", "profile_options", "get_sampler"]
 
 SamplerFn = Callable[..., torch.Tensor]
 
-#: name -> sampler, in ComfyUI's combo order.
+#: name -> sampler, in ComfyUI's combo order (the newest release's; a profile lists the names of its release).
 SAMPLERS: dict[str, SamplerFn] = {
     "euler": euler.sample_euler,
     "euler_cfg_pp": euler.sample_euler_cfg_pp,
@@ -20,6 +21,8 @@ SAMPLERS: dict[str, SamplerFn] = {
     "euler_ancestral_cfg_pp": euler.sample_euler_ancestral_cfg_pp,
     "heun": euler.sample_heun,
     "heunpp2": euler.sample_heunpp2,
+    "exp_heun_2_x0": stochastic.sample_exp_heun_2_x0,
+    "exp_heun_2_x0_sde": stochastic.sample_exp_heun_2_x0_sde,
     "dpm_2": euler.sample_dpm_2,
     "dpm_2_ancestral": euler.sample_dpm_2_ancestral,
     "lms": euler.sample_lms,
@@ -59,6 +62,20 @@ SAMPLERS: dict[str, SamplerFn] = {
     "uni_pc_bh2": unipc.sample_unipc_bh2,
 }
 SAMPLER_NAMES: list[str] = list(SAMPLERS)
+
+#: Samplers whose k-diffusion function takes a ``noise_sampler`` (so they receive the run's NoiseSource).
+ACCEPTS_NOISE_SAMPLER = frozenset(name for name, fn in SAMPLERS.items()
+                                  if "noise_sampler" in inspect.signature(fn).parameters)
+
+#: Samplers that choose their own steps (adaptive or fixed-NFE): a schedule cannot be split between nodes.
+SELF_STEPPING_SAMPLERS = frozenset({"dpm_fast", "dpm_adaptive"})
+
+#: Options a profile sets per sampler (one named flag each; the samplers never check a version).
+def profile_options(name: str, profile) -> dict:
+    if name in ("sa_solver", "sa_solver_pece") and profile is not None and profile.sa_solver_returns_prediction:
+        return {"return_prediction": True}
+    return {}
+
 
 #: Samplers whose inpainting (noise_mask) noise is a fresh draw seeded with seed+1, not the node noise.
 RANDOM_INPAINT_NOISE_SAMPLERS = frozenset({"ddim"})

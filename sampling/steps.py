@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from .model import is_flow, model_sampling_of
-from .noise import BrownianTreeNoiseSampler, FastBrownianNoiseSampler, NoiseSampler, default_noise_sampler
+from .noise import BrownianTreeNoiseSampler, FastBrownianNoiseSampler, NoiseSampler, NoiseSource, default_noise_sampler
 
 Callback = Callable[[dict], None] | None
 
@@ -45,7 +45,7 @@ class Stepper:
                            "denoised": denoised})
 
     def noise_sampler(self, x: torch.Tensor, noise_sampler: NoiseSampler | None) -> NoiseSampler:
-        return default_noise_sampler(x, seed=self.seed) if noise_sampler is None else noise_sampler
+        return bind_default_noise(x, noise_sampler, self.seed)
 
 
 def append_dims(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -194,10 +194,25 @@ def phi_2(h: torch.Tensor) -> torch.Tensor:
     return (torch.expm1(h) - h) / h
 
 
+def bind_default_noise(x: torch.Tensor, noise_sampler, seed: int | None) -> NoiseSampler:
+    """The per-step normal noise a sampler draws: from the run's :class:`NoiseSource`, a given callable, or
+    (neither) ComfyUI's default generator seeded with ``seed``."""
+    if noise_sampler is None:
+        return default_noise_sampler(x, seed=seed)
+    if isinstance(noise_sampler, NoiseSource):
+        return noise_sampler.default(x)
+    return noise_sampler
+
+
 def brownian_noise(x: torch.Tensor, sigmas: torch.Tensor, seed: int | None, cpu_tree: bool,
-                   source: str = "brownian") -> NoiseSampler:
-    """The SDE samplers' noise: ComfyUI's Brownian tree over the run's positive sigma range, or
-    (``source="fast"``) the opt-in device-side source with the same statistics."""
+                   source: str = "brownian", noise_sampler=None) -> NoiseSampler:
+    """The SDE samplers' noise: from the run's :class:`NoiseSource` or a given callable; else ComfyUI's
+    Brownian tree over the run's positive sigma range, or (``source="fast"``) the opt-in device-side source
+    with the same statistics."""
+    if isinstance(noise_sampler, NoiseSource):
+        return noise_sampler.brownian(x, sigmas, cpu_tree)
+    if noise_sampler is not None:
+        return noise_sampler
     if source == "fast":
         return FastBrownianNoiseSampler(x, seed)
     if source != "brownian":

@@ -130,12 +130,14 @@ class _SeedsNoise:
 def _seeds(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, stages):
     """SEEDS: stochastic explicit exponential derivative-free solvers, data prediction
     (Gonzalez et al. 2023, arXiv:2305.14267). ``stages`` lists (r, term) per stage, where
-    ``term(alpha_r, preds, h_eta)`` is the exponential-integrator term subtracted at that stage."""
+    ``term(alpha_r, preds, h_eta)`` is the exponential-integrator term subtracted at that stage; the last
+    stage lands on the next sigma, every other one adds a model evaluation at its half-log-SNR fraction r."""
     st = Stepper(model, x, sigmas, extra_args, callback)
     noise = st.noise_sampler(x, noise_sampler)
     inject = eta > 0 and s_noise > 0
     lambda_fn, sigma_of = lambdas(model)
     sigmas = offset_first_sigma_for_snr(sigmas, model)
+    last = len(stages) - 1
     for i in trange(len(sigmas) - 1, disable=disable):
         denoised = st(x, sigmas[i])
         st.report(i, x, sigmas[i], denoised)
@@ -148,8 +150,8 @@ def _seeds(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_
         path = _SeedsNoise(noise, h, eta, s_noise) if inject else None
         preds = [denoised]
         sigma_prev = sigmas[i]
-        for r, term in stages:
-            if r == 1.0:
+        for k, (r, term) in enumerate(stages):
+            if k == last:
                 sigma_r, alpha_r = sigmas[i + 1], sigmas[i + 1] * lambda_t.exp()
             else:
                 lambda_r = torch.lerp(lambda_s, lambda_t, r)
@@ -159,7 +161,7 @@ def _seeds(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_
             if inject:
                 x_r = x_r + path.advance(r, sigma_prev, sigma_r)
             sigma_prev = sigma_r
-            if r == 1.0:
+            if k == last:
                 x = x_r
             else:
                 preds.append(st(x_r, sigma_r))
@@ -168,14 +170,37 @@ def _seeds(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_
 
 @torch.no_grad()
 def sample_seeds_2(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
-                   noise_sampler=None, r=0.5):
-    """SEEDS-2: two-stage SEEDS (Gonzalez et al. 2023, arXiv:2305.14267)."""
-    fac = 1 / (2 * r)
-    stages = [
-        (r, lambda alpha, p, h_eta: alpha * phi_1(-r * h_eta) * p[0]),
-        (1.0, lambda alpha, p, h_eta: alpha * phi_1(-h_eta) * torch.lerp(p[0], p[1], fac)),
-    ]
+                   noise_sampler=None, r=0.5, solver_type="phi_1"):
+    """SEEDS-2: two-stage SEEDS (Gonzalez et al. 2023, arXiv:2305.14267). ``solver_type="phi_2"`` combines the
+    two predictions with the second-order exponential weights (b2 = phi_2 / r, b1 = phi_1 - b2)."""
+    if solver_type == "phi_1":
+        fac = 1 / (2 * r)
+        final = lambda alpha, p, h_eta: alpha * phi_1(-h_eta) * torch.lerp(p[0], p[1], fac)  # noqa: E731
+    elif solver_type == "phi_2":
+        def final(alpha, p, h_eta):
+            b2 = phi_2(-h_eta) / r
+            b1 = phi_1(-h_eta) - b2
+            return alpha * (b1 * p[0] + b2 * p[1])
+    else:
+        raise ValueError(f"solver_type: {solver_type!r} is not one of phi_1, phi_2")
+    stages = [(r, lambda alpha, p, h_eta: alpha * phi_1(-r * h_eta) * p[0]), (1.0, final)]
     return _seeds(model, x, sigmas, extra_args, callback, disable, eta, s_noise, noise_sampler, stages)
+
+
+@torch.no_grad()
+def sample_exp_heun_2_x0(model, x, sigmas, extra_args=None, callback=None, disable=None, solver_type="phi_2"):
+    """Deterministic exponential Heun (second order) in data prediction and half-log-SNR time: SEEDS-2 with
+    r = 1 and phi_2 weights, no noise (ComfyUI 0.5.0's exp_heun_2_x0)."""
+    return sample_seeds_2(model, x, sigmas, extra_args, callback, disable, eta=0.0, s_noise=0.0, noise_sampler=None,
+                          r=1.0, solver_type=solver_type)
+
+
+@torch.no_grad()
+def sample_exp_heun_2_x0_sde(model, x, sigmas, extra_args=None, callback=None, disable=None, eta=1.0, s_noise=1.0,
+                             noise_sampler=None, solver_type="phi_2"):
+    """Stochastic exponential Heun (second order), data prediction: SEEDS-2 with r = 1 and phi_2 weights."""
+    return sample_seeds_2(model, x, sigmas, extra_args, callback, disable, eta=eta, s_noise=s_noise,
+                          noise_sampler=noise_sampler, r=1.0, solver_type=solver_type)
 
 
 @torch.no_grad()
@@ -237,8 +262,12 @@ def _sa_b_coeffs(sigma_next, nodes, lambda_s, lambda_t, tau: float, simple_order
 
 @torch.no_grad()
 def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=False, tau_func=None, s_noise=1.0,
-                     noise_sampler=None, predictor_order=3, corrector_order=4, use_pece=False, simple_order_2=False):
-    """SA-Solver: stochastic Adams predictor-corrector (Xue et al. 2023, arXiv:2309.05019)."""
+                     noise_sampler=None, predictor_order=3, corrector_order=4, use_pece=False, simple_order_2=False,
+                     return_prediction=False):
+    """SA-Solver: stochastic Adams predictor-corrector (Xue et al. 2023, arXiv:2309.05019).
+
+    ``return_prediction`` returns the last predictor output (the sample at the slice's last sigma, ComfyUI from
+    0.5.1) instead of the last corrected sample (before)."""
     if len(sigmas) <= 1:
         return x
     st = Stepper(model, x, sigmas, extra_args, callback)
@@ -283,6 +312,7 @@ def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=F
         # Predictor
         if sig[i + 1] == 0:
             x = denoised
+            x_pred = denoised
         else:
             tau_t = tau_func(sig[i + 1])
             b = _sa_b_coeffs(sigmas[i + 1], lams[i - p_order + 1:i + 1], lams[i], lams[i + 1], tau_t,
@@ -294,12 +324,13 @@ def sample_sa_solver(model, x, sigmas, extra_args=None, callback=None, disable=F
                 added_noise = noise(sigmas[i], sigmas[i + 1]) * sigmas[i + 1] * \
                     (-2 * tau_t ** 2 * h).expm1().neg().sqrt() * s_noise
                 x_pred = x_pred + added_noise
-    return x
+    return x_pred if return_prediction else x
 
 
 @torch.no_grad()
 def sample_sa_solver_pece(model, x, sigmas, extra_args=None, callback=None, disable=False, tau_func=None,
-                          s_noise=1.0, noise_sampler=None, predictor_order=3, corrector_order=4, simple_order_2=False):
+                          s_noise=1.0, noise_sampler=None, predictor_order=3, corrector_order=4, simple_order_2=False,
+                          return_prediction=False):
     """SA-Solver in PECE mode: re-evaluate the model after each correction (Xue et al. 2023)."""
     return sample_sa_solver(model, x, sigmas, extra_args, callback, disable, tau_func, s_noise, noise_sampler,
-                            predictor_order, corrector_order, True, simple_order_2)
+                            predictor_order, corrector_order, True, simple_order_2, return_prediction)

@@ -169,6 +169,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ..nodes.profile import set_standalone_profile
+    from ..sampling.profile import NEWEST
     from .workflow import WorkflowError
 
     parser = argparse.ArgumentParser(prog="stepwise", description="Stepwise sampler pack, standalone runtime")
@@ -199,8 +201,14 @@ def main(argv: list[str] | None = None) -> int:
     toy.add_argument("--width", type=int, default=512)
     toy.add_argument("--height", type=int, default=512)
     toy.set_defaults(func=_cmd_toy)
+    for sub_parser in (demo, run, srv):
+        sub_parser.add_argument("--comfy-version", default=None, metavar="VERSION",
+                                help="reproduce this ComfyUI release's numbers (default: the newest profile, "
+                                     f"{NEWEST.comfyui_version}; e.g. 0.3.64)")
     args = parser.parse_args(argv)
     try:
+        if getattr(args, "comfy_version", None):
+            set_standalone_profile(args.comfy_version)
         return args.func(args)
     except (WorkflowError, ValueError, OSError, RuntimeError, MemoryError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -738,7 +738,7 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
     app.add_routes(routes)
     app.router.add_static("/extensions/stepwise", JS_DIR)
     app.router.add_static("/", root)
-    app["state"] = state
+    app[STATE_KEY] = state
 
     async def on_startup(app):
         state.loop = asyncio.get_running_loop()
@@ -748,6 +748,7 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
     return app
 
 
+STATE_KEY = web.AppKey("stepwise_state", Server)
 SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": MAX_UPLOAD_BYTES}
 
 

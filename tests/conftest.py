@@ -9,6 +9,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(os.environ.get("STEPWISE_GOLDEN", REPO.parent / "shared" / "golden"))
+GOLDEN_080 = Path(os.environ.get("STEPWISE_GOLDEN_080", GOLDEN.parent / "golden-v0.8.0"))
+GOLDEN_SETS = {"0.3.64": GOLDEN, "0.8.0": GOLDEN_080}
 
 warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
 
@@ -22,9 +24,22 @@ def golden_dir() -> Path:
 
 @pytest.fixture(scope="session")
 def golden_set(golden_dir):
+    return load_golden("0.3.64")
+
+
+_LOADED: dict = {}
+
+
+def load_golden(name: str):
+    """A golden set by name ("0.3.64", "0.8.0"), loaded once per session; both must be present."""
     from stepwise_sampler.golden import GoldenSet
 
-    return GoldenSet.load(golden_dir)
+    root = GOLDEN_SETS[name]
+    if not (root / "cases.json").exists():
+        pytest.fail(f"golden set {name} not found at {root} (set STEPWISE_GOLDEN / STEPWISE_GOLDEN_080)")
+    if name not in _LOADED:
+        _LOADED[name] = GoldenSet.load(root)
+    return _LOADED[name]
 
 
 @pytest.fixture(scope="session")

@@ -25,9 +25,32 @@ CORE_SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_unifo
 MS = DiscreteModelSampling.scaled_linear()
 
 
+CORE_SAMPLERS_0_3_64 = list(CORE_SAMPLERS)
+CORE_SAMPLERS = CORE_SAMPLERS[:6] + ["exp_heun_2_x0", "exp_heun_2_x0_sde"] + CORE_SAMPLERS[6:]  # from 0.5.0
+
+
 def test_registries_list_every_core_name_in_core_order():
+    from stepwise_sampler.sampling.profile import NEWEST, OLDEST, profile_for_version
+
     assert SAMPLER_NAMES == CORE_SAMPLERS
     assert list(SCHEDULERS) == CORE_SCHEDULERS
+    assert list(OLDEST.sampler_names) == CORE_SAMPLERS_0_3_64 and list(NEWEST.sampler_names) == CORE_SAMPLERS
+    assert list(profile_for_version("0.4.0").sampler_names) == CORE_SAMPLERS_0_3_64
+    assert list(profile_for_version("0.5.0").sampler_names) == CORE_SAMPLERS
+
+
+def test_profiles_match_the_golden_sets_metadata(golden_dir):
+    import json
+
+    from stepwise_sampler.sampling.profile import profile_for_version
+
+    for root in (golden_dir, golden_dir.parent / "golden-v0.8.0"):
+        if not (root / "cases.json").exists():
+            continue
+        meta = json.loads((root / "cases.json").read_text())
+        profile = profile_for_version(meta["comfyui_version"])
+        assert list(profile.sampler_names) == meta["samplers"]
+        assert list(profile.scheduler_names) == meta["schedulers"]
 
 
 class PlainModel:
