@@ -122,6 +122,15 @@ class ComfyBackend:
     def fix_empty_latent_channels(self, latent: torch.Tensor) -> torch.Tensor:
         return comfy.sample.fix_empty_latent_channels(self.patcher, latent)
 
+    @staticmethod
+    def nest(tensors: list):
+        """A list of tensors as ComfyUI's nested latent (0.8.0+); older ComfyUI cannot sample those."""
+        try:
+            import comfy.nested_tensor
+        except ImportError:
+            raise ValueError("latent_image: nested latents need ComfyUI 0.8.0 or newer") from None
+        return comfy.nested_tensor.NestedTensor(tensors)
+
     def sample(self, noise, latent_image, sampler_fn, sigmas, positive, negative, cfg, noise_mask=None,
                callback=None, seed=None, disable_pbar=True, random_inpaint_noise=False, inpaint_source=None,
                sampler_options=None):

@@ -16,7 +16,7 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from ..schedulers import SCHEDULER_NAMES, SigmaPlan, plan_sigmas
-from .noise import SDE_NOISE_SOURCES, NoiseSource, check_inpaint_seed, validate_seed
+from .noise import SDE_NOISE_SOURCES, NoiseSource, check_inpaint_seed, is_nested, validate_seed
 from .profile import NEWEST, Profile
 from .registry import (ACCEPTS_NOISE_SAMPLER, RANDOM_INPAINT_NOISE_SAMPLERS, SELF_STEPPING_SAMPLERS, get_sampler,
                        profile_options)
@@ -68,6 +68,12 @@ def validate_latent(latent: Any) -> dict:
     if not isinstance(latent, dict) or "samples" not in latent:
         raise ValueError("latent_image: expected a LATENT dict with a 'samples' tensor")
     samples = latent["samples"]
+    if is_nested(samples):
+        parts = list(samples.unbind())
+        if not parts or not all(isinstance(t, torch.Tensor) and t.ndim in (3, 4, 5) and t.is_floating_point()
+                                and t.shape[0] == parts[0].shape[0] for t in parts):
+            raise ValueError("latent_image: a nested latent must hold float tensors with the same batch size")
+        return latent
     if not isinstance(samples, torch.Tensor) or samples.ndim not in (4, 5) or not samples.is_floating_point():
         shape = tuple(samples.shape) if isinstance(samples, torch.Tensor) else type(samples).__name__
         raise ValueError(f"latent_image: 'samples' must be a 4-D (B,C,H,W) or 5-D (B,C,T,H,W) float tensor, "
@@ -152,8 +158,12 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     elif not isinstance(noise, NoiseSource):
         raise ValueError(f"noise: expected a Stepwise noise source, got {type(noise).__name__}")
     source = noise.with_batch_index(latent.get("batch_index"))
+    nested = is_nested(latent["samples"])
+    if nested and not hasattr(model, "nest"):
+        raise ValueError("latent_image: nested latents (e.g. ComfyUI 0.8.0's audio + video) need ComfyUI; the "
+                         "standalone runtime samples plain tensors only")
     estimate = getattr(model, "memory_estimate", None)
-    if estimate is not None:
+    if estimate is not None and not nested:
         shape = tuple(latent["samples"].shape)
         check_fits(estimate(shape, sampler_name), f"latent_image: sampling a {'x'.join(map(str, shape))} latent",
                    "use a smaller image or batch")
@@ -163,7 +173,10 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
                        force_full_denoise, schedule_fn=native_schedule)
     options = {} if native else sampler_options(sampler_name, source, profile)
     seamless = None
-    if split_mode == "seamless":
+    if split_mode == "seamless" and nested:
+        if info is not None:
+            info.notes.append("seamless: nested latents run as ComfyUI does (no seamless hand-off)")
+    elif split_mode == "seamless":
         seamless = _seamless_plan(latent, latent_image, plan, sampler_name, native, options, disable_noise,
                                   start_step, last_step, force_full_denoise, info)
     if seamless is not None and seamless.state is not None:  # continuing a run: its noise, not this node's
@@ -172,9 +185,16 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
         options = {**sampler_options(sampler_name, source, profile), **st.options}
         initial, latent_image = st.noise, st.latent
     elif disable_noise:
-        initial = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout, device="cpu")
+        if nested:
+            initial = model.nest([torch.zeros(t.size(), dtype=t.dtype, layout=t.layout, device="cpu")
+                                  for t in latent_image.unbind()])
+        else:
+            initial = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout,
+                                  device="cpu")
     else:
         initial = source.initial(latent_image, source.batch_index)
+        if nested:
+            initial = model.nest(initial)
 
     if info is not None:
         info.full_sigmas, info.noise = plan.full, initial

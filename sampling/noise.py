@@ -39,20 +39,32 @@ def _generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator
     return gen
 
 
-def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None) -> torch.Tensor:
-    """ComfyUI's initial noise: ``randn(latent.shape)`` on the CPU after seeding.
-
-    With ``batch_index``, draws ``max(batch_index)+1`` single-sample tensors in sequence and gives
-    batch item k draw number ``batch_index[k]``, so a sample can be regenerated alone.
-    """
-    validate_seed(seed)
-    gen = _generator(seed)
+def _draw_noise(latent: torch.Tensor, gen: torch.Generator, batch_index: Sequence[int] | None) -> torch.Tensor:
     shape = tuple(latent.shape)
     if batch_index is None:
         return torch.randn(shape, dtype=latent.dtype, layout=latent.layout, generator=gen, device="cpu")
     draws = [torch.randn((1,) + shape[1:], dtype=latent.dtype, layout=latent.layout, generator=gen, device="cpu")
              for _ in range(max(batch_index) + 1)]
     return torch.cat([draws[i] for i in batch_index], dim=0)
+
+
+def is_nested(latent) -> bool:
+    """ComfyUI 0.8.0's nested latents (e.g. audio + video): an object with ``is_nested`` and ``unbind()``."""
+    return bool(getattr(latent, "is_nested", False)) and hasattr(latent, "unbind")
+
+
+def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None):
+    """ComfyUI's initial noise: ``randn(latent.shape)`` on the CPU after seeding.
+
+    With ``batch_index``, draws ``max(batch_index)+1`` single-sample tensors in sequence and gives
+    batch item k draw number ``batch_index[k]``, so a sample can be regenerated alone. A nested latent gets
+    a list with one tensor per part, drawn one after the other from the same generator (as ComfyUI 0.8.0).
+    """
+    validate_seed(seed)
+    gen = _generator(seed)
+    if is_nested(latent):
+        return [_draw_noise(t, gen, batch_index) for t in latent.unbind()]
+    return _draw_noise(latent, gen, batch_index)
 
 
 def check_inpaint_seed(seed: int, sampler_name: str = "ddim") -> None:
@@ -241,6 +253,8 @@ class NoiseSource:
     def _draw(self, latent: torch.Tensor, seed: int, batch_index) -> torch.Tensor:
         if self.batch_mode == "comfy":
             return prepare_noise(latent, seed, batch_index)
+        if is_nested(latent):
+            raise ValueError("noise: batch_mode per_item does not support nested latents; use comfy")
         shape = (1,) + tuple(latent.shape[1:])
         seeds = item_seeds(seed, latent.shape[0], batch_index)
         return torch.cat([torch.randn(shape, dtype=latent.dtype, generator=_generator(s), device="cpu") for s in seeds])
@@ -248,6 +262,8 @@ class NoiseSource:
     def initial(self, latent: torch.Tensor, batch_index: Sequence[int] | None = None) -> torch.Tensor:
         """The noise added to the latent (CPU, like ComfyUI's ``prepare_noise``)."""
         noise = self._draw(latent, self.seed, batch_index)
+        if self.variation_strength > 0 and is_nested(latent):
+            raise ValueError("variation_strength: variations of nested latents are not supported; use 0")
         if self.variation_strength > 0:
             noise = slerp(noise, self._draw(latent, self.variation_seed, batch_index), float(self.variation_strength))
         return noise

@@ -54,7 +54,18 @@ def _patcher(comfy, toy_net):
     return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-from stepwise_sampler.sampling import SAMPLER_NAMES  # noqa: E402
+def _installed_version() -> str:
+    import re
+    from pathlib import Path
+
+    text = (Path(COMFY) / "comfyui_version.py").read_text() if COMFY else ""
+    m = re.search(r'__version__ = "([^"]+)"', text)
+    return m.group(1) if m else "0.8.0"
+
+
+from stepwise_sampler.sampling.profile import profile_for_version  # noqa: E402
+
+SAMPLER_NAMES = list(profile_for_version(_installed_version()).sampler_names)
 
 
 def _latent(ret):
@@ -143,3 +154,99 @@ def test_efficient_node_inside_comfyui(comfy_env, golden_set, sampler):
     assert torch.allclose(res["result"][3]["samples"], core["samples"], rtol=1e-5, atol=1e-5)
     assert comfy.cli_args.args.preview_method == before
     assert any(p is not None and p[0] == "JPEG" for p in previews)
+
+
+def test_profile_and_combos_follow_the_installed_comfyui(comfy_env):
+    nodes, comfy = comfy_env
+    import comfy.samplers
+    from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseKSamplerEfficient
+    from stepwise_sampler.nodes.profile import comfy_supports_combo_type, current_profile
+
+    assert current_profile().comfyui_version == _installed_version()
+    for cls in (StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseKSamplerEfficient):
+        req = cls.INPUT_TYPES()["required"]
+        for name, core in (("sampler_name", comfy.samplers.KSampler.SAMPLERS),
+                           ("scheduler", comfy.samplers.KSampler.SCHEDULERS)):
+            spec = req[name]
+            options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
+            assert list(options) == list(core), name
+            assert (spec[0] == "COMBO") == comfy_supports_combo_type()
+    # the node ids and widget order of core KSamplerAdvanced come first, split_mode is the last (optional) widget
+    core_adv = list(nodes.KSamplerAdvanced.INPUT_TYPES()["required"])
+    ours = StepwiseKSamplerAdvanced.INPUT_TYPES()
+    assert list(ours["required"]) == core_adv and list(ours["optional"]) == ["split_mode"]
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "dpmpp_2m_sde", "euler_ancestral", "uni_pc", "heun",
+                                     "dpmpp_2m_cfg_pp", "sa_solver", "lcm", "res_multistep"])
+def test_seamless_chain_inside_comfyui_equals_our_single_run(comfy_env, golden_set, sampler):
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
+    from stepwise_sampler.sampling.seamless import STATE_KEY
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(2, 4, 8, 8)}
+    single = _latent(StepwiseKSampler().sample(patcher, 11, 10, 6.0, sampler, "karras", pos, neg, latent, 1.0))
+    adv = StepwiseKSamplerAdvanced()
+    a = _latent(adv.sample(patcher, "enable", 11, 10, 6.0, sampler, "karras", pos, neg, latent, 0, 3, "enable",
+                           split_mode="seamless"))
+    assert STATE_KEY in a
+    b = _latent(adv.sample(patcher, "disable", 0, 10, 6.0, sampler, "karras", pos, neg, a, 3, 7, "enable",
+                           split_mode="seamless"))
+    c = _latent(adv.sample(patcher, "disable", 0, 10, 6.0, sampler, "karras", pos, neg, b, 7, 10000, "disable",
+                           split_mode="seamless"))
+    assert torch.allclose(c["samples"], single["samples"], rtol=1e-5, atol=1e-5)
+    assert torch.equal(c["samples"], single["samples"])
+    # the same single run as core's KSampler
+    (core,) = nodes.KSampler().sample(patcher, 11, 10, 6.0, sampler, "karras", pos, neg, latent, 1.0)
+    assert torch.allclose(single["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_sampler_we_do_not_implement_runs_through_comfyuis_own(comfy_env, golden_set, monkeypatch):
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSampler
+    from stepwise_sampler.sampling import registry
+
+    monkeypatch.delitem(registry.SAMPLERS, "heunpp2")  # as if ComfyUI listed a sampler Stepwise does not have
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    args = (patcher, 5, 6, 4.0, "heunpp2", "karras", pos, neg, {"samples": torch.zeros(1, 4, 8, 8)}, 1.0)
+    (core,) = nodes.KSampler().sample(*args)
+    ours = _latent(StepwiseKSampler().sample(*args))
+    assert torch.equal(ours["samples"], core["samples"])
+
+
+class _ElementwiseUNet(torch.nn.Module):
+    """A toy 'UNet' that works on any latent shape (ComfyUI packs nested latents to (B, 1, N))."""
+
+    def __init__(self):
+        super().__init__()
+        self.dtype = torch.float32
+
+    def forward(self, x, timesteps=None, context=None, **kwargs):
+        shift = context.mean(dim=(1, 2)).view(-1, *([1] * (x.ndim - 1)))
+        return 0.8 * torch.tanh(0.7 * x + 0.001 * timesteps.view(-1, *([1] * (x.ndim - 1))) + shift) + 0.2 * x
+
+
+@pytest.mark.skipif(not COMFY or _installed_version() < "0.8", reason="nested latents exist from ComfyUI 0.8.0")
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m_sde", "euler_ancestral"])
+def test_nested_latents_inside_comfyui(comfy_env, golden_set, sampler):
+    nodes, comfy = comfy_env
+    import comfy.nested_tensor
+    from stepwise_sampler.nodes import StepwiseKSampler
+
+    config = comfy.supported_models.SD15({"disable_unet_model_creation": True})
+    base = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
+    base.diffusion_model = _ElementwiseUNet()
+    patcher = comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    nested = comfy.nested_tensor.NestedTensor([torch.zeros(1, 4, 8, 8), torch.zeros(1, 4, 2, 4, 4)])
+    args = (patcher, 9, 5, 5.0, sampler, "karras", pos, neg, {"samples": nested}, 1.0)
+    (core,) = nodes.KSampler().sample(*args)
+    ours = _latent(StepwiseKSampler().sample(*args))
+    for a, b in zip(ours["samples"].unbind(), core["samples"].unbind()):
+        assert torch.equal(a, b)
