@@ -110,7 +110,8 @@ def test_a_prompt_runs_and_lands_in_history(server):
         time.sleep(0.05)
     entry = hist[pid]
     assert entry["status"]["completed"] is True
-    assert entry["outputs"]["6"]["stepwise"][0]["sigmas"][0] > 14
+    summary = entry["outputs"]["6"]["stepwise"][0]
+    assert summary["points"][0][1] > 14 and summary["steps"] == 4 and len(summary["points"]) == 5
     image = entry["outputs"]["2"]["images"][0]
     status, data = _get(base, f"/api/view?filename={image['filename']}&type=output&subfolder=")
     assert status == 200 and data[:4] == b"\x89PNG"
