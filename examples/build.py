@@ -16,126 +16,199 @@ CKPT = "v1-5-pruned-emaonly.safetensors"
 NEG = "text, watermark"
 
 
-def _base(g: GraphBuilder, positive: str, x: int = 0, width: int = 512, height: int = 512):
-    ckpt = g.node("CheckpointLoaderSimple", [CKPT], pos=(x, 100), title="Load Checkpoint")
-    pos = g.node("CLIPTextEncode", [positive], pos=(x + 380, 40), title="positive")
-    neg = g.node("CLIPTextEncode", [NEG], pos=(x + 380, 280), title="negative")
+ROW_GAP = 50
+COLUMN = 480  # 1.27's Vue renderer draws nodes at least ~430 px wide
+TITLE = 30
+
+
+def node_height(g: GraphBuilder, class_type: str) -> int:
+    """A node's full height (title included) in the editor: the larger of the classic canvas's layout and the
+    Vue renderer's (measured on frontend 1.27.10: ~99 px of header and padding, 20 px per slot row, 38 px per
+    widget row, 124 px for the schedule plot), so the examples do not overlap in either."""
+    cls = g.registry[class_type]
+    types = cls.INPUT_TYPES()
+    widgets = sockets = text_rows = 0
+    for section in ("required", "optional"):
+        for name, spec in types.get(section, {}).items():
+            kind = spec[0]
+            opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+            if isinstance(kind, (list, tuple)) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+                widgets += 1 + (1 if opts.get("control_after_generate") or name in ("seed", "noise_seed") else 0)
+                if kind == "STRING" and opts.get("multiline"):
+                    text_rows += 3
+            else:
+                sockets += 1
+    rows = max(sockets, len(getattr(cls, "RETURN_TYPES", ())))
+    plotted = class_type.startswith("StepwiseKSampler")
+    classic = TITLE + 22 * rows + 26 * (widgets + text_rows) + (130 if plotted else 0) + 16
+    vue = 99 + 20 * rows + 38 * widgets + (124 if plotted else 0)
+    return int(max(classic, vue) * 1.05)
+
+
+class Layout:
+    """Nodes placed in columns, each stacked top-down with a gap: nothing overlaps."""
+
+    def __init__(self, g: GraphBuilder) -> None:
+        self.g = g
+        self.tops: dict[int, int] = {}
+
+    def add(self, col: int, class_type: str, widgets: list, title: str | None = None, extra_height: int = 0,
+            top: int | None = None) -> dict:
+        y = self.tops.get(col, 0) if top is None else max(top, self.tops.get(col, 0))
+        h = node_height(self.g, class_type) + extra_height
+        node = self.g.node(class_type, widgets, pos=(col * COLUMN, y + TITLE), title=title, size=(340, h - TITLE))
+        self.tops[col] = y + h + ROW_GAP
+        return node
+
+    def align(self, *cols: int) -> int:
+        """Start the next nodes of these columns at the same height (a new row)."""
+        top = max(self.tops.get(c, 0) for c in cols)
+        for c in cols:
+            self.tops[c] = top
+        return top
+
+
+def _base(lay: Layout, positive: str, width: int = 512, height: int = 512):
+    g = lay.g
+    ckpt = lay.add(0, "CheckpointLoaderSimple", [CKPT], "Load Checkpoint")
+    pos = lay.add(1, "CLIPTextEncode", [positive], "positive")
+    neg = lay.add(1, "CLIPTextEncode", [NEG], "negative")
     g.link(ckpt, 1, pos, "clip")
     g.link(ckpt, 1, neg, "clip")
-    latent = g.node("EmptyLatentImage", [width, height, 1], pos=(x + 380, 520))
+    latent = lay.add(1, "EmptyLatentImage", [width, height, 1])
     return ckpt, pos, neg, latent
 
 
-def _decode_save(g: GraphBuilder, ckpt, sampler, prefix: str, pos, title: str | None = None):
-    dec = g.node("VAEDecode", [], pos=pos)
+def _decode_save(lay: Layout, ckpt, sampler, prefix: str, col: int, title: str | None = None, top: int | None = None):
+    g = lay.g
+    dec = lay.add(col, "VAEDecode", [], top=top)
     g.link(sampler, 0, dec, "samples")
     g.link(ckpt, 2, dec, "vae")
-    save = g.node("SaveImage", [prefix], pos=(pos[0] + 250, pos[1]), title=title, size=(320, 340))
+    save = lay.add(col, "SaveImage", [prefix], title=title, extra_height=260)
     g.link(dec, 0, save, "images")
     return save
 
 
-def _sampler(g: GraphBuilder, kind: str, widgets: list, ckpt_or_model, pos_c, neg_c, latent, pos, title=None,
-             model_slot: int = 0):
-    node = g.node(kind, widgets, pos=pos, title=title, size=(320, 320))
-    g.link(ckpt_or_model, model_slot, node, "model")
+def _wire(g: GraphBuilder, node, model_src, pos_c, neg_c, latent, model_slot: int = 0):
+    g.link(model_src, model_slot, node, "model")
     g.link(pos_c, 0, node, "positive")
     g.link(neg_c, 0, node, "negative")
     g.link(latent, 0, node, "latent_image")
     return node
 
 
-def _continue(g: GraphBuilder, model_src, pos_c, neg_c, previous, widgets: list, pos, title: str):
-    """A KSampler Advanced node that continues ``previous``'s latent (a split, a switch)."""
-    node = g.node("StepwiseKSamplerAdvanced", widgets, pos=pos, title=title, size=(320, 320))
-    g.link(model_src, 0, node, "model")
-    g.link(pos_c, 0, node, "positive")
-    g.link(neg_c, 0, node, "negative")
-    g.link(previous, 0, node, "latent_image")
-    return node
-
-
 def txt2img() -> dict:
     g = GraphBuilder(node_registry())
-    ckpt, pos, neg, latent = _base(g, "red circle on white background")
-    ks = _sampler(g, "StepwiseKSampler", [7, "fixed", 20, 7.0, "dpmpp_2m", "karras", 1.0], ckpt, pos, neg, latent,
-                  (800, 100), "KSampler (Stepwise)")
-    _decode_save(g, ckpt, ks, "txt2img", (1160, 100))
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "red circle on white background")
+    ks = _wire(g, lay.add(2, "StepwiseKSampler", [7, "fixed", 20, 7.0, "dpmpp_2m", "karras", 1.0],
+                          "KSampler (Stepwise)"), ckpt, pos, neg, latent)
+    _decode_save(lay, ckpt, ks, "txt2img", 3)
     return g.to_json()
+
+
+def _adv(sampler: str, seed: int, start: int, end: int, leftover: str, add_noise: str = "enable",
+         mode: str | None = None, scheduler: str = "normal", steps: int = 20) -> list:
+    values = [add_noise, seed, "fixed", steps, 7.0, sampler, scheduler, start, end, leftover]
+    return values + ([mode] if mode else [])
 
 
 def split() -> dict:
     g = GraphBuilder(node_registry())
-    ckpt, pos, neg, latent = _base(g, "yellow star on sky background")
-    single = _sampler(g, "StepwiseKSampler", [1234, "fixed", 20, 7.0, "euler", "normal", 1.0], ckpt, pos, neg,
-                      latent, (800, 0), "single run")
-    _decode_save(g, ckpt, single, "split/single", (1160, 0))
-    first = _sampler(g, "StepwiseKSamplerAdvanced",
-                     ["enable", 1234, "fixed", 20, 7.0, "euler", "normal", 0, 10, "enable"], ckpt, pos, neg, latent,
-                     (800, 380), "first half (0-10, leftover noise)")
-    second = _continue(g, ckpt, pos, neg, first, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", 10, 10000,
-                                                  "disable"], (1160, 380), "second half (10-20, no new noise)")
-    _decode_save(g, ckpt, second, "split/two_nodes", (1520, 380))
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "yellow star on sky background")
+    single = _wire(g, lay.add(2, "StepwiseKSampler", [1234, "fixed", 20, 7.0, "euler", "normal", 1.0], "single run"),
+                   ckpt, pos, neg, latent)
+    _decode_save(lay, ckpt, single, "split/single", 3)
+    row = lay.align(2, 3, 4)
+    first = _wire(g, lay.add(2, "StepwiseKSamplerAdvanced", _adv("euler", 1234, 0, 10, "enable"),
+                             "first half (0-10, leftover noise)"), ckpt, pos, neg, latent)
+    second = _wire(g, lay.add(3, "StepwiseKSamplerAdvanced", _adv("euler", 0, 10, 10000, "disable", "disable"),
+                              "second half (10-20, no new noise)", top=row), ckpt, pos, neg, first)
+    _decode_save(lay, ckpt, second, "split/two_nodes", 4, top=row)
+    return g.to_json()
+
+
+def seamless_split(sampler: str = "dpmpp_2m_sde", at: int = 10) -> dict:
+    """One run of a stochastic multistep sampler, split at step ``at`` in ComfyUI's way and seamlessly."""
+    g = GraphBuilder(node_registry())
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "purple diamond on grey background")
+    single = _wire(g, lay.add(2, "StepwiseKSampler", [77, "fixed", 20, 7.0, sampler, "karras", 1.0],
+                              f"single run ({sampler}, 20 steps)"), ckpt, pos, neg, latent)
+    _decode_save(lay, ckpt, single, "seamless/single", 3, "single run")
+    for mode, label in (("comfy", "comfy split"), ("seamless", "seamless split")):
+        row = lay.align(2, 3, 4)
+        a = _wire(g, lay.add(2, "StepwiseKSamplerAdvanced",
+                             _adv(sampler, 77, 0, at, "enable", mode=mode, scheduler="karras"),
+                             f"{label}: steps 0-{at}", top=row), ckpt, pos, neg, latent)
+        b = _wire(g, lay.add(3, "StepwiseKSamplerAdvanced",
+                             _adv(sampler, 0, at, 10000, "disable", "disable", mode=mode, scheduler="karras"),
+                             f"{label}: steps {at}-20", top=row), ckpt, pos, neg, a)
+        _decode_save(lay, ckpt, b, f"seamless/{mode}_split", 4, label, top=row)
     return g.to_json()
 
 
 def prompt_switch(switch_at: int = 8) -> dict:
     g = GraphBuilder(node_registry())
-    ckpt, pos_a, neg, latent = _base(g, "red circle")
-    pos_b = g.node("CLIPTextEncode", ["blue square"], pos=(380, 760), title="positive after the switch")
+    lay = Layout(g)
+    ckpt, pos_a, neg, latent = _base(lay, "red circle")
+    pos_b = lay.add(1, "CLIPTextEncode", ["blue square"], "positive after the switch")
     g.link(ckpt, 1, pos_b, "clip")
-    step = g.node("PrimitiveInt", [switch_at, "fixed"], pos=(380, 980), title="switch step")
-    a = _sampler(g, "StepwiseKSamplerAdvanced", ["enable", 2, "fixed", 20, 7.0, "euler", "normal", 0, switch_at,
-                                                 "enable"], ckpt, pos_a, neg, latent, (800, 100), "prompt A: steps 0-k")
+    step = lay.add(0, "PrimitiveInt", [switch_at, "fixed"], "switch step")
+    a = _wire(g, lay.add(2, "StepwiseKSamplerAdvanced", _adv("euler", 2, 0, switch_at, "enable"),
+                         "prompt A: steps 0-k"), ckpt, pos_a, neg, latent)
     g.link(step, 0, a, "end_at_step")
-    b = _continue(g, ckpt, pos_b, neg, a, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", switch_at, 10000,
-                                           "disable"], (1160, 100), "prompt B: steps k-20")
+    b = _wire(g, lay.add(3, "StepwiseKSamplerAdvanced", _adv("euler", 0, switch_at, 10000, "disable", "disable"),
+                         "prompt B: steps k-20"), ckpt, pos_b, neg, a)
     g.link(step, 0, b, "start_at_step")
-    _decode_save(g, ckpt, b, "prompt_switch/switch", (1520, 100))
+    _decode_save(lay, ckpt, b, "prompt_switch/switch", 4)
     return g.to_json()
 
 
 def img2img() -> dict:
     g = GraphBuilder(node_registry())
-    ckpt = g.node("CheckpointLoaderSimple", [CKPT], pos=(0, 100), title="Load Checkpoint")
-    pos = g.node("CLIPTextEncode", ["orange star, black background"], pos=(380, 40), title="positive")
-    neg = g.node("CLIPTextEncode", [NEG], pos=(380, 280), title="negative")
+    lay = Layout(g)
+    ckpt = lay.add(0, "CheckpointLoaderSimple", [CKPT], "Load Checkpoint")
+    load = lay.add(0, "LoadImage", ["demo_input.png", "image"], "input picture", extra_height=300)
+    pos = lay.add(1, "CLIPTextEncode", ["orange star, black background"], "positive")
+    neg = lay.add(1, "CLIPTextEncode", [NEG], "negative")
     g.link(ckpt, 1, pos, "clip")
     g.link(ckpt, 1, neg, "clip")
-    load = g.node("LoadImage", ["demo_input.png", "image"], pos=(0, 420), title="input picture", size=(320, 360))
-    enc = g.node("VAEEncode", [], pos=(380, 520))
+    enc = lay.add(1, "VAEEncode", [])
     g.link(load, 0, enc, "pixels")
     g.link(ckpt, 2, enc, "vae")
-    adv = _sampler(g, "StepwiseKSamplerAdvanced", ["enable", 5, "fixed", 20, 7.0, "euler", "normal", 8, 10000,
-                                                   "disable"], ckpt, pos, neg, enc, (800, 100),
-                   "img2img: add noise for step 8, sample 8-20")
-    _decode_save(g, ckpt, adv, "img2img/result", (1160, 100))
+    adv = _wire(g, lay.add(2, "StepwiseKSamplerAdvanced", _adv("euler", 5, 8, 10000, "disable"),
+                           "img2img: add noise for step 8, sample 8-20"), ckpt, pos, neg, enc)
+    _decode_save(lay, ckpt, adv, "img2img/result", 3)
     return g.to_json()
 
 
 def style_switch(switch_at: int = 10) -> dict:
     g = GraphBuilder(node_registry())
-    ckpt, pos, neg, latent = _base(g, "red apple on a table")
-    lora = g.node("LoraLoader", ["pixel-art-style.safetensors", 1.0, 1.0], pos=(0, 420), title="style (LoRA)")
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "red apple on a table")
+    lora = lay.add(0, "LoraLoader", ["pixel-art-style.safetensors", 1.0, 1.0], "style (LoRA)")
     g.link(ckpt, 0, lora, "model")
     g.link(ckpt, 1, lora, "clip")
     ks = "StepwiseKSamplerAdvanced"
-    base = _sampler(g, ks, ["enable", 99999, "fixed", 20, 7.0, "euler", "normal", 0, 10000, "disable"], ckpt, pos,
-                    neg, latent, (800, 0), "no style")
-    _decode_save(g, ckpt, base, "style/no_style", (1160, 0))
-    styled = _sampler(g, ks, ["enable", 99999, "fixed", 20, 7.0, "euler", "normal", 0, 10000, "disable"], lora, pos,
-                      neg, latent, (800, 380), "style on all steps")
-    _decode_save(g, ckpt, styled, "style/all_steps", (1160, 380))
-    first = _sampler(g, ks, ["enable", 99999, "fixed", 20, 7.0, "euler", "normal", 0, switch_at, "enable"], ckpt,
-                     pos, neg, latent, (800, 760), f"no style: steps 0-{switch_at}")
-    second = _continue(g, lora, pos, neg, first, ["disable", 0, "fixed", 20, 7.0, "euler", "normal", switch_at, 10000,
-                                                 "disable"], (1160, 760), f"style: steps {switch_at}-20")
-    _decode_save(g, ckpt, second, "style/switched_halfway", (1520, 760))
+    base = _wire(g, lay.add(2, ks, _adv("euler", 99999, 0, 10000, "disable"), "no style"), ckpt, pos, neg, latent)
+    _decode_save(lay, ckpt, base, "style/no_style", 3)
+    row = lay.align(2, 3, 4)
+    styled = _wire(g, lay.add(2, ks, _adv("euler", 99999, 0, 10000, "disable"), "style on all steps", top=row), lora,
+                   pos, neg, latent)
+    _decode_save(lay, ckpt, styled, "style/all_steps", 3, top=row)
+    row = lay.align(2, 3, 4)
+    first = _wire(g, lay.add(2, ks, _adv("euler", 99999, 0, switch_at, "enable"), f"no style: steps 0-{switch_at}",
+                             top=row), ckpt, pos, neg, latent)
+    second = _wire(g, lay.add(3, ks, _adv("euler", 0, switch_at, 10000, "disable", "disable"),
+                              f"style: steps {switch_at}-20", top=row), lora, pos, neg, first)
+    _decode_save(lay, ckpt, second, "style/switched_halfway", 4, top=row)
     return g.to_json()
 
 
-EXAMPLES = {"txt2img": txt2img, "split": split, "prompt_switch": prompt_switch, "img2img": img2img,
-            "style_switch": style_switch}
+EXAMPLES = {"txt2img": txt2img, "split": split, "seamless_split": seamless_split, "prompt_switch": prompt_switch,
+            "img2img": img2img, "style_switch": style_switch}
 
 
 def main() -> None:

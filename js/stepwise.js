@@ -1,33 +1,56 @@
-// Stepwise frontend extension: a schedule plot on every Stepwise sampler node, hand-off warnings.
-// Drawing and graph inspection live in ./lib (plain ES modules with unit tests); the server computes
-// the schedule (GET /stepwise/sigmas), this file only wires them to the editor through official hooks.
+// Stepwise frontend extension: a schedule plot on every Stepwise sampler node, hand-off warnings, seamless
+// hand-offs drawn as one run. Drawing and graph inspection live in ./lib (plain ES modules with unit tests);
+// the server computes the schedule (GET /stepwise/sigmas); this file wires them to the editor through official
+// hooks, for the classic canvas and the Vue node renderer ("Nodes 2.0"), frontend 1.27 to 1.5x.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 import { drawPlot, layoutPlot, sigmasQuery } from "./lib/schedule_plot.js";
-import { handoffWarning } from "./lib/handoff.js";
+import { handoff } from "./lib/handoff.js";
 
 const PLOTTED = new Set(["StepwiseKSampler", "StepwiseKSamplerAdvanced", "StepwiseKSamplerEfficient",
   "StepwiseKSamplerAdvancedEfficient"]);
 const WIDTH = 300;
 const HEIGHT = 110;
+const PLOT_WIDGET = "stepwise_schedule";
 const live = new Map(); // node -> refresh(), for every plotted node still in the graph
+const plots = new Map(); // node -> its plot canvas
 
 function widgetValues(node) {
   const values = {};
-  for (const w of node.widgets || []) values[w.name] = w.value;
+  for (const w of node.widgets || []) if (w.name !== PLOT_WIDGET) values[w.name] = w.value;
   return values;
+}
+
+/** Where an input comes from, without reading the deprecated `input.link` where getInputLink exists. */
+function inputOrigin(node, input, index) {
+  const link = typeof node.getInputLink === "function" ? safe(() => node.getInputLink(index)) : null;
+  if (link) return { id: link.origin_id, slot: link.origin_slot };
+  if (typeof node.getInputLink === "function") return null;
+  const id = input.link;
+  if (id === null || id === undefined) return null;
+  const links = node.graph?.links;
+  const l = links instanceof Map ? links.get(id) : links?.[id];
+  return l ? { id: l.origin_id, slot: l.origin_slot } : null;
+}
+
+function safe(fn) {
+  try {
+    return fn();
+  } catch {
+    return null;
+  }
 }
 
 function plainNode(node) {
   return { id: node.id, type: node.comfyClass || node.type, mode: node.mode,
-    inputs: (node.inputs || []).map((i) => ({ name: i.name, link: i.link })), widgets: widgetValues(node) };
+    inputs: (node.inputs || []).map((i, k) => ({ name: i.name, origin: inputOrigin(node, i, k) })),
+    widgets: widgetValues(node) };
 }
 
 function graphView(graph) {
-  const links = graph.links;
   return {
-    nodeById: (id) => { const n = graph.getNodeById(id); return n ? plainNode(n) : null; },
-    linkById: (id) => (links instanceof Map ? links.get(id) : links?.[id]) ?? null,
+    nodeById: (id) => { const n = graph?.getNodeById?.(id); return n ? plainNode(n) : null; },
+    linkById: () => null,
   };
 }
 
@@ -35,31 +58,70 @@ function refreshAll() {
   for (const refresh of live.values()) refresh();
 }
 
+/** The Vue renderer ("Nodes 2.0") of some frontends (1.27) does not mount DOM widgets, and a plot created under
+ * the classic canvas stays in its container when the renderer is switched: keep the plot inside the node's Vue
+ * body (which may be rendered a little later, so look again for a while). */
+function keepVisible(node, canvas, tries = 30) {
+  if (!vueNodes() || (node.graph ?? app.graph)?.getNodeById?.(node.id) !== node) return;
+  const element = document.querySelector(`[data-node-id="${node.id}"]`);
+  if (element && element.contains(canvas)) return;
+  const body = document.querySelector(`[data-testid="node-body-${node.id}"]`);
+  if (!body) {
+    if (tries > 0) setTimeout(() => keepVisible(node, canvas, tries - 1), 100);
+    return;
+  }
+  let host = body.querySelector(":scope > .stepwise-plot-host");
+  if (!host) {
+    host = document.createElement("div");
+    host.className = "stepwise-plot-host";
+    host.style.cssText = "padding: 0 12px 8px 12px;";
+    body.appendChild(host);
+  }
+  host.appendChild(canvas);
+}
+
+function vueNodes() {
+  return Boolean(safe(() => app.extensionManager?.setting?.get("Comfy.VueNodes.Enabled")));
+}
+
 function attachPlot(node) {
   const canvas = document.createElement("canvas");
   canvas.width = WIDTH;
   canvas.height = HEIGHT;
   canvas.className = "stepwise-schedule";
-  canvas.style.width = "100%";
-  node.addDOMWidget("stepwise_schedule", "stepwise_schedule", canvas, { serialize: false, getHeight: () => HEIGHT + 6 });
-  const state = { schedule: null, used: null, timer: null, error: null, seq: 0 };
+  canvas.style.cssText = `width: 100%; height: ${HEIGHT}px; display: block;`;
+  const widget = node.addDOMWidget(PLOT_WIDGET, PLOT_WIDGET, canvas,
+    { serialize: false, getHeight: () => HEIGHT + 6, getMinHeight: () => HEIGHT + 6 });
+  if (widget) widget.serialize = false; // never part of widgets_values (core saves only its own widgets)
+  const state = { schedule: null, used: null, notes: null, timer: null, error: null, seq: 0, removed: false };
 
   const draw = () => {
+    if (state.removed) return;
     canvas.dataset.nodeId = String(node.id); // ids are final only after a workflow is configured
+    keepVisible(node, canvas);
+    // draw at the element's own size, so the plot is crisp whatever room the renderer gives it
+    const width = Math.max(160, Math.round(canvas.clientWidth || WIDTH));
+    const height = Math.max(80, Math.min(400, Math.round(canvas.clientHeight || HEIGHT)));
+    if (canvas.width !== width) canvas.width = width;
+    if (canvas.height !== height) canvas.height = height;
     const ctx = canvas.getContext("2d");
     const v = widgetValues(node);
-    const warning = state.error || handoffWarning(plainNode(node), graphView(node.graph || app.graph));
+    const h = handoff(plainNode(node), graphView(node.graph || app.graph));
+    const warning = state.error || h.warning || (state.notes && state.notes[0]) || null;
     canvas.dataset.warning = warning || "";
+    canvas.dataset.seamless = h.seamless ? String(h.seamless.from) : "";
     if (!state.schedule) {
-      drawPlot(ctx, { points: [], slice: null, max: 0 }, { width: WIDTH, height: HEIGHT, warning, title: "…" });
+      drawPlot(ctx, { points: [], slice: null, max: 0 }, { width, height, warning, title: "…" });
       return;
     }
     const s = state.schedule;
-    const span = s.runs ? `steps ${s.start}→${s.end} of ${s.sigmas.length - 1}` : "skips sampling (returns its input)";
-    drawPlot(ctx, layoutPlot(s, { width: WIDTH, height: HEIGHT }),
-      { width: WIDTH, height: HEIGHT, used: state.used, warning, title: `${v.scheduler} · ${span}` });
+    let span = s.runs ? `steps ${s.start}→${s.end} of ${s.sigmas.length - 1}` : "skips sampling (returns its input)";
+    if (h.seamless && s.runs) span = `seamless · continues at step ${h.seamless.from} · ${span}`;
+    drawPlot(ctx, layoutPlot(s, { width, height }),
+      { width, height, used: state.used, warning, title: `${v.scheduler} · ${span}`, seamless: h.seamless });
     canvas.dataset.steps = String(s.sigmas.length - 1);
     canvas.dataset.points = String(s.sigmas.length);
+    canvas.dataset.drawn = String((Number(canvas.dataset.drawn) || 0) + 1);
   };
 
   const update = async () => {
@@ -79,6 +141,7 @@ function attachPlot(node) {
       state.error = `schedule unavailable: ${err}`;
     }
     state.used = null;
+    state.notes = null;
     draw();
   };
 
@@ -87,9 +150,21 @@ function attachPlot(node) {
     state.timer = setTimeout(update, 120);
   };
 
+  // Widget changes: the classic canvas calls node.onWidgetChanged, the Vue renderer sets widget.value and
+  // calls widget.callback; wrapping each widget's callback covers both.
+  for (const w of node.widgets || []) {
+    if (w.name === PLOT_WIDGET || w.__stepwiseWrapped) continue;
+    const original = w.callback;
+    w.callback = function (...args) {
+      const result = original?.apply(this, args);
+      refreshAll();
+      return result;
+    };
+    w.__stepwiseWrapped = true;
+  }
   // Instance callbacks are the editor's official per-node hooks; keep any previous one working.
   const previous = { changed: node.onWidgetChanged, conn: node.onConnectionsChange, executed: node.onExecuted,
-    removed: node.onRemoved };
+    removed: node.onRemoved, configure: node.onConfigure };
   node.onWidgetChanged = function (...args) {
     previous.changed?.apply(this, args);
     refreshAll();
@@ -98,26 +173,69 @@ function attachPlot(node) {
     previous.conn?.apply(this, args);
     refreshAll();
   };
+  node.onConfigure = function (...args) {
+    previous.configure?.apply(this, args);
+    refresh();
+  };
   node.onExecuted = function (output) {
     previous.executed?.apply(this, [output]);
     const info = output?.stepwise?.[0];
     if (info) {
-      state.used = info.sigmas;
+      state.used = info;
+      state.notes = info.notes || null;
       draw();
     }
   };
   node.onRemoved = function (...args) {
     previous.removed?.apply(this, args);
     clearTimeout(state.timer);
+    state.removed = true;
     live.delete(node);
+    plots.delete(node);
+    if (canvas.parentElement?.classList.contains("stepwise-plot-host")) canvas.parentElement.remove();
   };
   live.set(node, refresh);
+  plots.set(node, canvas);
   refresh();
+}
+
+// the node renderer can be switched at any time: keep plots where the current renderer shows them
+setInterval(() => {
+  if (!vueNodes()) return;
+  for (const [node, canvas] of plots) keepVisible(node, canvas, 0);
+}, 500);
+
+/** In `stepwise serve` only: open a Stepwise example instead of the frontend's stock default graph. */
+async function serveDefaultGraph() {
+  try {
+    // setup() runs before the editor opens its own graph: wait (without blocking it) until that graph is there
+    const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+    for (let i = 0; i < 100 && !((app.graph?._nodes ?? app.graph?.nodes ?? []).length); i++) await sleep(50);
+    await sleep(200);
+    const stats = await (await api.fetchApi("/system_stats")).json();
+    if (stats?.system?.comfyui_version !== "stepwise-serve") return;
+    const graph = app.graph;
+    const nodes = graph?._nodes ?? graph?.nodes ?? [];
+    if (nodes.some((n) => PLOTTED.has(n.comfyClass))) return;
+    const known = new Set(Object.keys(await (await api.fetchApi("/object_info")).json()));
+    const types = nodes.map((n) => n.comfyClass || n.type);
+    const stock = ["CheckpointLoaderSimple", "CLIPTextEncode", "CLIPTextEncode", "EmptyLatentImage", "KSampler",
+      "VAEDecode", "SaveImage"].sort().join();
+    const missing = types.some((t) => !known.has(t));
+    if (!(nodes.length === 0 || missing || types.slice().sort().join() === stock)) return;
+    const res = await api.fetchApi("/stepwise/default_workflow");
+    if (res.ok) await app.loadGraphData(await res.json());
+  } catch (err) {
+    console.warn("stepwise: could not open the default example", err);
+  }
 }
 
 app.registerExtension({
   name: "stepwise.schedule",
   nodeCreated(node) {
     if (PLOTTED.has(node.comfyClass)) attachPlot(node);
+  },
+  setup() {
+    serveDefaultGraph(); // not awaited: the editor waits for setup() before it opens its graph
   },
 });

@@ -164,7 +164,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     """Serve the ComfyUI editor with Stepwise's nodes on the demo model (to try and test the pack)."""
     from .server import serve
 
-    serve(args.port, args.listen, args.out, args.input_dir)
+    serve(args.port, args.listen, args.out, args.input_dir, args.frontend)
     return 0
 
 
@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     srv.add_argument("--out", default="output", help="output folder (default: output)")
     srv.add_argument("--input-dir", default="input", help="input folder for LoadImage (default: input)")
+    srv.add_argument("--frontend", default=None, help="a ComfyUI frontend folder (an unpacked "
+                     "comfyui_frontend_package wheel) instead of the installed one; also $STEPWISE_FRONTEND")
     srv.set_defaults(func=_cmd_serve)
     toy = sub.add_parser("toy", help=_cmd_toy.__doc__)
     toy.add_argument("--golden", default="../shared/golden", help="directory holding toy_model.safetensors")

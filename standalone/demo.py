@@ -13,7 +13,7 @@ from PIL import Image, ImageDraw
 from .demo_model import BACKGROUNDS, COLOURS, shape_mask
 from .images import save_png
 
-__all__ = ["run_demo", "EXAMPLES_DIR", "draw_picture"]
+__all__ = ["run_demo", "EXAMPLES_DIR", "draw_picture", "DEMO_INPUT", "draw_demo_input"]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 TILE = 256
@@ -25,6 +25,14 @@ def draw_picture(shape: str, colour: str, background: str, position: str, width:
     m = shape_mask(shape, position, height, width, supersample=4)[..., None]
     rgb = m * numpy.array(COLOURS[colour]) + (1 - m) * numpy.array(BACKGROUNDS[background])
     return Image.fromarray((rgb * 255).round().astype(numpy.uint8))
+
+
+DEMO_INPUT = "demo_input.png"  # the img2img example's LoadImage file
+
+
+def draw_demo_input(input_dir: Path) -> Path:
+    """Write the img2img example's input picture into ``input_dir``."""
+    return save_png(draw_picture("star", "yellow", "black", "left"), Path(input_dir) / DEMO_INPUT)
 
 
 def _tile(img: Image.Image, caption: str) -> Image.Image:
@@ -67,7 +75,7 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     start = time.perf_counter()
     out = Path(out)
     input_dir = out / "input"
-    save_png(draw_picture("star", "yellow", "black", "left"), input_dir / "demo_input.png")
+    draw_demo_input(input_dir)
     quiet_notices: set[str] = set()
 
     def notice(msg: str) -> None:

@@ -30,6 +30,7 @@ from ..nodes.bridge import Observer, observe
 from ..nodes.schedule_api import sigmas_response
 from ..preview import PreviewConfig
 from .core_nodes import RunContext, use_context
+from .jobs import JobQueryError, job_detail, job_list
 from .registry import node_registry
 from .workflow import Prompt, WorkflowError, execute, parse_workflow
 
@@ -38,6 +39,7 @@ __all__ = ["make_app", "serve", "node_info", "FRONTEND_VERSION"]
 FRONTEND_VERSION = "1.27.10"
 PREVIEW_IMAGE = 1  # ComfyUI's binary event type for a preview, followed by a format id (1 = JPEG)
 PREVIEW_IMAGE_WITH_METADATA = 4  # followed by the metadata length, the metadata JSON and the image
+DEFAULT_EXAMPLE = "seamless_split"  # examples/<name>.json: what a fresh editor opens
 MAX_HISTORY = 200  # entries
 MAX_HISTORY_BYTES = 64 * 1024 * 1024  # of JSON across all entries
 MAX_PROMPT_BYTES = 16 * 1024 * 1024  # a POST /prompt body
@@ -47,12 +49,38 @@ JS_DIR = Path(__file__).resolve().parent.parent / "js"
 log = logging.getLogger("stepwise.serve")
 
 
-def frontend_root() -> Path:
+def frontend_root(path: str | Path | None = None) -> tuple[Path, str]:
+    """(the frontend's static folder, its version): ``path`` (or $STEPWISE_FRONTEND) names a folder holding
+    ``index.html`` or an unpacked ``comfyui_frontend_package`` wheel; else the installed package."""
+    import os
+
+    path = path or os.environ.get("STEPWISE_FRONTEND")
+    if path:
+        root = Path(path).resolve()
+        for candidate in (root, root / "static", root / "comfyui_frontend_package" / "static"):
+            if (candidate / "index.html").is_file():
+                return candidate, _frontend_version(candidate)
+        raise RuntimeError(f"--frontend: {root} holds no ComfyUI frontend (no index.html)")
     try:
         import comfyui_frontend_package
     except ImportError as exc:
         raise RuntimeError("the ComfyUI frontend is not installed: pip install -e .[serve]") from exc
-    return Path(comfyui_frontend_package.__file__).resolve().parent / "static"
+    root = Path(comfyui_frontend_package.__file__).resolve().parent / "static"
+    return root, _frontend_version(root)
+
+
+def _frontend_version(static: Path) -> str:
+    """The version from the wheel's dist-info next to the package, or the installed distribution's."""
+    for meta in static.parent.parent.glob("comfyui_frontend_package-*.dist-info/METADATA"):
+        for line in meta.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("Version:"):
+                return line.split(":", 1)[1].strip()
+    try:
+        from importlib.metadata import version
+
+        return version("comfyui_frontend_package")
+    except Exception:  # noqa: BLE001 - unknown: the pinned one
+        return FRONTEND_VERSION
 
 
 def node_info(name: str, cls: type) -> dict:
@@ -72,12 +100,14 @@ def node_info(name: str, cls: type) -> dict:
 
 
 class Server:
-    def __init__(self, out_dir: Path, input_dir: Path) -> None:
+    def __init__(self, out_dir: Path, input_dir: Path, frontend_version: str = FRONTEND_VERSION) -> None:
+        self.frontend_version = frontend_version
         self.out_dir = Path(out_dir).resolve()
         self.input_dir = Path(input_dir).resolve()
         self.temp_dir = self.out_dir / "temp"
         for d in (self.out_dir, self.input_dir, self.temp_dir):
             d.mkdir(parents=True, exist_ok=True)
+        provide_example_inputs(self.input_dir)
         self.registry = node_registry()
         self.sockets: dict[str, web.WebSocketResponse] = {}
         self.client_features: dict[str, dict] = {}
@@ -92,7 +122,7 @@ class Server:
         self.loop: asyncio.AbstractEventLoop | None = None
         # an offline, single-user editor: no release checks, no first-run tutorial
         self.settings: dict[str, Any] = {"Comfy.Notification.ShowVersionUpdates": False,
-                                         "Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": FRONTEND_VERSION,
+                                         "Comfy.TutorialCompleted": True, "Comfy.InstalledVersion": frontend_version,
                                          "Comfy.Canvas.NavigationMode": "legacy",
                                          "Comfy.Canvas.LeftMouseClickBehavior": "panning",
                                          "Comfy.Canvas.MouseWheelScroll": "zoom"}
@@ -201,19 +231,22 @@ class Server:
                          notice=lambda m: log.info(m))
         observer = Observer(on_step=on_step, on_preview=on_preview, show_images=show, interrupt=self.interrupt,
                             want_ui=True, default_preview=PreviewConfig("latent2rgb", min_interval_ms=100))
-        status, messages = "success", []
+        status, messages = "success", [["execution_start", {"prompt_id": prompt_id, "timestamp": int(started * 1000)}]]
         try:
             workflow = extra.get("extra_pnginfo", {}).get("workflow")
             prompt = parse_workflow(prompt_json)
             prompt.workflow = workflow if isinstance(workflow, dict) else None
             with use_context(ctx), observe(observer):
                 execute(prompt, self.registry, on_node=on_node, on_output=on_output, notice=ctx.notice)
-            self.send("execution_success", {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)}, sid)
+            done = {"prompt_id": prompt_id, "timestamp": int(time.time() * 1000)}
+            self.send("execution_success", done, sid)
+            messages.append(["execution_success", done])
         except InterruptedError:
             status = "error"
             self.send("execution_interrupted", {"prompt_id": prompt_id, "node_id": current["node"],
                                                 "node_type": "", "executed": list(outputs)}, sid)
-            messages.append(["execution_interrupted", {"node_id": current["node"]}])
+            messages.append(["execution_interrupted", {"prompt_id": prompt_id, "node_id": current["node"],
+                                                       "timestamp": int(time.time() * 1000)}])
         except BaseException as exc:  # noqa: BLE001 - reported to the browser, the server keeps running
             status = "error"
             log.error("prompt %s failed: %s", prompt_id, exc)
@@ -222,7 +255,10 @@ class Server:
                                           "exception_message": str(exc), "exception_type": type(exc).__name__,
                                           "traceback": traceback.format_exc().splitlines()[-5:],
                                           "executed": list(outputs)}, sid)
-            messages.append(["execution_error", {"exception_message": str(exc)[:2000]}])
+            messages.append(["execution_error", {"prompt_id": prompt_id, "exception_message": str(exc)[:2000],
+                                                 "exception_type": type(exc).__name__,
+                                                 "node_id": getattr(exc, "node_id", current["node"]),
+                                                 "timestamp": int(time.time() * 1000)}])
         self.send("executing", {"node": None, "prompt_id": prompt_id}, sid)
         self._record(item, outputs, status, messages)
 
@@ -277,6 +313,14 @@ class Server:
                             "details": str(exc), "extra_info": {"input_name": exc.input_name}}],
                 "dependent_outputs": [], "class_type": exc.class_type or _class_of(prompt_json, exc.node_id)}
         return None, {"error": error, "node_errors": node_errors}
+
+
+def provide_example_inputs(input_dir: Path) -> None:
+    """The picture the img2img example loads, drawn into the input folder if it is not there yet."""
+    from .demo import DEMO_INPUT, draw_demo_input
+
+    if not (input_dir / DEMO_INPUT).exists():
+        draw_demo_input(input_dir)
 
 
 def _class_of(prompt_json: Any, node_id: str) -> str | None:
@@ -403,9 +447,9 @@ def _prompt_error(kind: str, message: str, details: str, status: int = 400) -> w
 
 
 def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
-             listen: str = "127.0.0.1") -> web.Application:
-    state = Server(Path(out_dir), Path(input_dir))
-    root = frontend_root()
+             listen: str = "127.0.0.1", frontend: str | Path | None = None) -> web.Application:
+    root, version = frontend_root(frontend)
+    state = Server(Path(out_dir), Path(input_dir), version)
     routes = web.RouteTableDef()
     loopback_bind = is_loopback_host(listen)
 
@@ -492,6 +536,13 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
         ours = sorted("/extensions/stepwise/" + p.relative_to(JS_DIR).as_posix() for p in JS_DIR.glob("*.js"))
         return web.json_response(core + ours)
 
+    @both("GET", "/stepwise/default_workflow")
+    async def default_workflow(request):
+        """The graph the editor opens in `stepwise serve` instead of the frontend's stock default."""
+        from ..examples import EXAMPLES_DIR
+
+        return web.FileResponse(EXAMPLES_DIR / f"{DEFAULT_EXAMPLE}.json", headers={"Cache-Control": "no-cache"})
+
     @both("GET", "/stepwise/sigmas")
     async def stepwise_sigmas(request):
         status, body = sigmas_response(request.rel_url.query)
@@ -540,6 +591,7 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
             kept["client_id"] = body["client_id"]
         elif isinstance(extra.get("client_id"), str):
             kept["client_id"] = extra["client_id"]
+        kept["create_time"] = int(time.time() * 1000)
         prompt_id = str(body.get("prompt_id") or uuid.uuid4())
         with state.lock:
             state.number += 1
@@ -548,6 +600,25 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
         state.wake.set()
         state.send("status", {"status": state.queue_info()})
         return web.json_response({"prompt_id": prompt_id, "number": number, "node_errors": {}})
+
+    @both("GET", "/jobs")
+    async def jobs(request):
+        with state.lock:
+            running = [state.running] if state.running else []
+            queued, history = list(state.queue), dict(state.history)
+        try:
+            return web.json_response(job_list(request.rel_url.query, running, queued, history))
+        except JobQueryError as exc:
+            raise BadRequest(str(exc)) from None
+
+    @both("GET", "/jobs/{job_id}")
+    async def job_one(request):
+        with state.lock:
+            running = [state.running] if state.running else []
+            queued, history = list(state.queue), dict(state.history)
+        job = job_detail(request.match_info["job_id"], running, queued, history)
+        return web.json_response(job) if job is not None else web.json_response({"error": "Job not found"},
+                                                                                  status=404)
 
     @both("GET", "/prompt")
     async def get_prompt(request):
@@ -675,7 +746,7 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
         return web.json_response({"system": {"os": platform.system(), "ram_total": 0, "ram_free": 0,
                                              "comfyui_version": "stepwise-serve", "python_version": sys.version,
                                              "pytorch_version": torch.__version__, "embedded_python": False,
-                                             "required_frontend_version": FRONTEND_VERSION,
+                                             "required_frontend_version": state.frontend_version,
                                              "argv": ["stepwise", "--disable-api-nodes"]},
                                   "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 0,
                                                "vram_free": 0, "torch_vram_total": 0, "torch_vram_free": 0}]})
@@ -796,9 +867,10 @@ def listen_warning(listen: str, port: int, out_dir: str, input_dir: str) -> str 
             f"authentication; use it on a trusted network only (see SECURITY in the README).")
 
 
-def serve(port: int = 8188, listen: str = "127.0.0.1", out_dir: str = "output", input_dir: str = "input") -> None:
+def serve(port: int = 8188, listen: str = "127.0.0.1", out_dir: str = "output", input_dir: str = "input",
+          frontend: str | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = make_app(out_dir, input_dir, listen=listen)
+    app = make_app(out_dir, input_dir, listen=listen, frontend=frontend)
     warning = listen_warning(listen, port, out_dir, input_dir)
     if warning:
         print(warning, flush=True)

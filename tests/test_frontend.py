@@ -32,7 +32,34 @@ def test_js_unit_tests():
     assert "# fail 0" in proc.stdout
 
 
-def test_real_browser():
+NEWEST_FRONTEND = "1.58.1"  # the newest comfyui-frontend-package on the registry when this was written
+FRONTENDS = ["installed", NEWEST_FRONTEND]
+
+
+def frontend_dir(version: str) -> Path | None:
+    """An unpacked comfyui_frontend_package wheel of ``version`` (downloaded once into tests/browser/.frontends)."""
+    if version == "installed":
+        return None
+    target = REPO / "tests" / "browser" / ".frontends" / version
+    if (target / "comfyui_frontend_package" / "static" / "index.html").exists():
+        return target
+    import tempfile
+    import zipfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp,
+                               f"comfyui-frontend-package=={version}"], capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            _need(False, f"comfyui-frontend-package {version} (pip download failed: {proc.stderr[-300:]})")
+        with zipfile.ZipFile(wheels[0]) as z:
+            z.extractall(target)
+    return target
+
+
+@pytest.mark.parametrize("renderer", ["classic", "vue"])
+@pytest.mark.parametrize("frontend", FRONTENDS)
+def test_real_browser(frontend, renderer):
     _need(shutil.which("npm") is not None, "npm")
     _need(Path(CHROMIUM).exists(), "chromium")
     try:
@@ -43,9 +70,14 @@ def test_real_browser():
     browser = REPO / "tests" / "browser"
     if not (browser / "node_modules" / "playwright-core").exists():
         subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=browser, check=True, capture_output=True)
-    env = {**os.environ, "PYTHON": sys.executable, "CHROMIUM": CHROMIUM}
+    env = {**os.environ, "PYTHON": sys.executable, "CHROMIUM": CHROMIUM, "RENDERER": renderer,
+           "FRONTEND_LABEL": frontend}
+    env.pop("STEPWISE_FRONTEND", None)
+    folder = frontend_dir(frontend)
+    if folder is not None:
+        env["STEPWISE_FRONTEND"] = str(folder)
     proc = subprocess.run(["npm", "test"], cwd=browser, capture_output=True, text=True, env=env, timeout=900)
     summary = "\n".join(line for line in proc.stdout.splitlines() if line.startswith(("ok", "not ok", "# ")) and
                         "127.0.0.1" not in line)
     assert proc.returncode == 0, summary + proc.stdout[-4000:] + proc.stderr[-2000:]
-    assert (browser / "artifacts" / "04-after-run.png").exists()
+    assert (browser / "artifacts" / f"{frontend}-{renderer}" / "06-after-run.png").exists()

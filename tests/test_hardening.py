@@ -203,7 +203,8 @@ def test_a_prompt_failing_at_run_time_is_reported_and_the_next_one_runs(served):
     assert status == 200
     entry = wait_history(base, json.loads(body)["prompt_id"])
     assert entry["status"]["status_str"] == "error"
-    assert "node 1" in entry["status"]["messages"][0][1]["exception_message"]
+    error = next(m[1] for m in entry["status"]["messages"] if m[0] == "execution_error")
+    assert "node 1" in error["exception_message"]
     status, _, body = post_json(base, "/api/prompt", {"prompt": txt2img("after")})
     assert wait_history(base, json.loads(body)["prompt_id"])["status"]["completed"] is True
 

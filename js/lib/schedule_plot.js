@@ -20,11 +20,32 @@ export function layoutPlot(schedule, { width, height, pad = 8 } = {}) {
   return { points, slice, max };
 }
 
-/** Draw a laid-out plot on a CanvasRenderingContext2D-like object. */
-export function drawPlot(ctx, layout, { width, height, used = null, warning = null, title = "" } = {}) {
+/** The used sigmas from a run summary ({points: [[step, sigma], ...]}) or a plain list, as [step, sigma] pairs. */
+export function usedPoints(used) {
+  if (!used) return [];
+  if (Array.isArray(used)) return used.map((s, i) => (Array.isArray(s) ? s : [i, s]));
+  if (Array.isArray(used.points)) return used.points;
+  if (Array.isArray(used.sigmas)) return used.sigmas.map((s, i) => [i, s]);
+  return [];
+}
+
+/** Draw a laid-out plot on a CanvasRenderingContext2D-like object. `seamless: {from}` shades the steps an
+ * earlier node ran and joins them to this node's slice: one continuous run. */
+export function drawPlot(ctx, layout, { width, height, used = null, warning = null, title = "", seamless = null } = {}) {
   ctx.clearRect(0, 0, width, height);
   ctx.fillStyle = "#1e1e24";
   ctx.fillRect(0, 0, width, height);
+  if (seamless && layout.slice && layout.points.length) {
+    const from = Math.max(0, Math.min(layout.points.length - 1, seamless.from));
+    const x1 = layout.points[from].x;
+    ctx.fillStyle = "rgba(120, 200, 140, 0.16)";
+    ctx.fillRect(0, 0, Math.max(1, x1), height);
+    ctx.strokeStyle = "#78c88c";
+    ctx.lineWidth = 2;
+    ctx.beginPath();
+    layout.points.slice(0, from + 1).forEach((p, i) => (i === 0 ? ctx.moveTo(p.x, p.y) : ctx.lineTo(p.x, p.y)));
+    ctx.stroke();
+  }
   if (layout.slice) {
     ctx.fillStyle = "rgba(80, 160, 255, 0.22)";
     ctx.fillRect(layout.slice.x0, 0, Math.max(1, layout.slice.x1 - layout.slice.x0), height);
@@ -39,15 +60,16 @@ export function drawPlot(ctx, layout, { width, height, used = null, warning = nu
     const inSlice = layout.slice && p.index >= layout.slice.from && p.index <= layout.slice.to;
     if (inSlice) ctx.fillRect(p.x - 2, p.y - 2, 4, 4);
   }
-  if (used && used.length && layout.points.length) {
+  const pairs = usedPoints(used);
+  if (pairs.length && layout.points.length) {
     ctx.strokeStyle = "#ffb347";
     ctx.setLineDash?.([3, 3]);
     ctx.beginPath();
     const n = layout.points.length;
     const offset = layout.slice ? layout.slice.from : 0;
-    used.forEach((s, i) => {
-      const p = layout.points[Math.min(n - 1, offset + i)];
-      const ratio = layout.max > 0 ? Math.log1p(Math.max(s, 0)) / Math.log1p(layout.max) : 0;
+    pairs.forEach(([step, s], i) => {
+      const p = layout.points[Math.min(n - 1, offset + step)];
+      const ratio = layout.max > 0 ? Math.log1p(Math.max(Number(s) || 0, 0)) / Math.log1p(layout.max) : 0;
       const yy = height - 8 - ratio * (height - 16);
       i === 0 ? ctx.moveTo(p.x, yy) : ctx.lineTo(p.x, yy);
     });

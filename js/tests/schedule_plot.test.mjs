@@ -38,3 +38,24 @@ test("query string from widget values", () => {
   const q = sigmasQuery({ scheduler: "karras", sampler: "euler", steps: 20, denoise: 1, start: 0, end: 10000 });
   assert.equal(q, "/stepwise/sigmas?scheduler=karras&sampler=euler&steps=20&denoise=1&start=0&end=10000");
 });
+
+test("run summaries: [step, sigma] points, plain lists and empty input", async () => {
+  const { usedPoints } = await import("../lib/schedule_plot.js");
+  assert.deepEqual(usedPoints({ points: [[0, 14.6], [5, 0]] }), [[0, 14.6], [5, 0]]);
+  assert.deepEqual(usedPoints([3.1, 1.3]), [[0, 3.1], [1, 1.3]]);
+  assert.deepEqual(usedPoints(null), []);
+});
+
+test("a seamless hand-off shades the steps run before and joins them", () => {
+  const calls = [];
+  const ctx = new Proxy({}, { get: (_, name) => (name in st ? st[name] : (...args) => calls.push([name, ...args])),
+    set: (_, name, v) => { st[name] = v; return true; } });
+  const st = {};
+  const l = layoutPlot(schedule, { width: 200, height: 100 });
+  drawPlot(ctx, l, { width: 200, height: 100, seamless: { from: 2 } });
+  const plain = [];
+  const ctx2 = new Proxy({}, { get: (_, name) => (name in st ? st[name] : (...args) => plain.push([name, ...args])),
+    set: (_, name, v) => { st[name] = v; return true; } });
+  drawPlot(ctx2, l, { width: 200, height: 100 });
+  assert.ok(calls.filter((c) => c[0] === "stroke").length > plain.filter((c) => c[0] === "stroke").length);
+});

@@ -1,8 +1,11 @@
-// Real-browser tests: Debian's chromium driven by playwright-core against `stepwise serve`.
+// Real-browser tests: Debian's chromium driven by playwright-core against `stepwise serve`, on one frontend
+// (STEPWISE_FRONTEND: an unpacked comfyui_frontend_package; unset = the installed one) and one node renderer
+// (RENDERER=classic | vue: the setting Comfy.VueNodes.Enabled, "Nodes 2.0"). tests/test_frontend.py runs
+// this file for every combination of the two frontend versions and the two renderers.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
-import { mkdirSync, readFileSync, mkdtempSync } from "node:fs";
+import { mkdirSync, readFileSync, mkdtempSync, readdirSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -10,15 +13,20 @@ import { chromium } from "playwright-core";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const repo = join(here, "..", "..");
-const artifacts = join(here, "artifacts");
+const RENDERER = process.env.RENDERER || "classic";
+const LABEL = process.env.FRONTEND_LABEL || "installed";
+const artifacts = join(here, "artifacts", `${LABEL}-${RENDERER}`);
 mkdirSync(artifacts, { recursive: true });
 const PORT = 8300 + Math.floor(Math.random() * 500);
 const BASE = `http://127.0.0.1:${PORT}`;
 const PYTHON = process.env.PYTHON || "python3";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const EXAMPLES = readdirSync(join(repo, "examples")).filter((f) => f.endsWith(".json")).sort();
 
 let server, browser, page;
 const consoleErrors = [];
+const apiFailures = [];
+const ourDeprecations = [];
 
 async function waitForServer() {
   for (let i = 0; i < 120; i++) {
@@ -31,16 +39,38 @@ async function waitForServer() {
   throw new Error("stepwise serve did not start");
 }
 
+async function loadExample(name) {
+  const wf = JSON.parse(readFileSync(join(repo, "examples", name), "utf8"));
+  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, wf);
+  await page.waitForTimeout(400);
+  return wf;
+}
+
+const nodesOf = (cls) => page.evaluate((cls) => window.app.graph._nodes.filter((n) => n.comfyClass === cls)
+  .map((n) => String(n.id)), cls);
+
 before(async () => {
   const work = mkdtempSync(join(tmpdir(), "stepwise-serve-"));
-  server = spawn(PYTHON, ["-m", "stepwise_sampler.standalone.cli", "serve", "--port", String(PORT),
-    "--out", join(work, "out"), "--input-dir", join(work, "in")], { cwd: repo, stdio: ["ignore", "inherit", "inherit"] });
+  const args = ["-m", "stepwise_sampler.standalone.cli", "serve", "--port", String(PORT), "--out", join(work, "out"),
+    "--input-dir", join(work, "in")];
+  server = spawn(PYTHON, args, { cwd: repo, stdio: ["ignore", "inherit", "inherit"], env: process.env });
   await waitForServer();
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--headless=new", "--no-sandbox", "--disable-gpu",
     "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"] });
   page = await browser.newPage({ viewport: { width: 1500, height: 950 } });
+  await page.addInitScript(() => {
+    const warn = console.warn;
+    window.__stepwiseDeprecations = [];
+    console.warn = function (...args) {
+      if (String(args[0]).includes("deprecated")) window.__stepwiseDeprecations.push(new Error().stack);
+      return warn.apply(console, args);
+    };
+  });
   page.on("console", (m) => { if (m.type() === "error") consoleErrors.push(m.text()); });
   page.on("pageerror", (e) => consoleErrors.push(`pageerror: ${e.message}`));
+  page.on("response", (r) => { if (r.status() >= 400 && r.url().startsWith(BASE)) apiFailures.push(`${r.status()} ${r.url()}`); });
+  // the renderer is the user's setting: stored before the editor opens, as if chosen in an earlier session
+  await fetch(`${BASE}/api/settings/Comfy.VueNodes.Enabled`, { method: "POST", body: JSON.stringify(RENDERER === "vue") });
   await page.goto(BASE, { waitUntil: "networkidle" });
   await page.waitForFunction(() => window.app?.graph && window.app?.canvas, null, { timeout: 60000 });
 });
@@ -50,92 +80,188 @@ after(async () => {
   server?.kill();
 });
 
-test("the editor loads with no console errors", async () => {
+test("serve opens a Stepwise example (not the stock default), with no console errors or failed requests", async () => {
+  await page.waitForFunction(() => window.app.graph._nodes.some((n) => n.comfyClass === "StepwiseKSamplerAdvanced"),
+    null, { timeout: 20000 });
   await page.waitForTimeout(1500);
-  await page.screenshot({ path: join(artifacts, "01-loaded.png") });
+  await page.screenshot({ path: join(artifacts, "01-opened.png") });
+  const types = await page.evaluate(() => window.app.graph._nodes.map((n) => n.comfyClass));
+  assert.ok(types.includes("StepwiseKSampler") && types.filter((t) => t === "StepwiseKSamplerAdvanced").length === 4);
   assert.deepEqual(consoleErrors, []);
+  assert.deepEqual(apiFailures, []);
 });
 
 test("our nodes are in the node library and can be added", async () => {
-  const defs = await page.evaluate(async () => {
-    const r = await fetch("/api/object_info");
-    return Object.keys(await r.json());
-  });
+  const defs = await page.evaluate(async () => Object.keys(await (await fetch("/api/object_info")).json()));
   for (const id of ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "StepwiseKSamplerEfficient"]) assert.ok(defs.includes(id));
-  await page.evaluate(() => window.app.graph.clear());
-  // through the node search box, as a user would: double-click the canvas, type, Enter
-  const box = await page.locator("#graph-canvas").boundingBox();
-  await page.mouse.dblclick(box.x + box.width / 2, box.y + box.height / 2);
-  await page.keyboard.type("KSampler (Stepwise)", { delay: 20 });
-  await page.waitForTimeout(800);
-  await page.keyboard.press("Enter");
+  if (RENDERER === "classic") {
+    await page.evaluate(() => window.app.graph.clear());
+    await page.waitForTimeout(300);
+    // through the node search box, as a user would: double-click the canvas, type, Enter
+    const box = await page.locator("#graph-canvas").boundingBox();
+    await page.mouse.dblclick(box.x + box.width / 2, box.y + box.height / 2);
+    await page.keyboard.type("KSampler (Stepwise)", { delay: 20 });
+    await page.waitForTimeout(800);
+    await page.keyboard.press("Enter");
+  } else {
+    // (1.27's Vue renderer does not show nodes added to a cleared graph: add to the open one)
+    await page.evaluate(() => {
+      const node = window.LiteGraph.createNode("StepwiseKSampler");
+      node.pos = [100, 100];
+      window.app.graph.add(node);
+      window.__added = node.id;
+    });
+  }
   await page.waitForFunction(() => window.app.graph._nodes.some((n) => n.comfyClass === "StepwiseKSampler"),
     null, { timeout: 10000 });
-  await page.waitForSelector("canvas.stepwise-schedule[data-steps='20']", { timeout: 10000 });
+  const id = await page.evaluate(() => window.__added ?? window.app.graph._nodes.find((n) => n.comfyClass === "StepwiseKSampler").id);
+  await page.waitForSelector(`canvas.stepwise-schedule[data-node-id='${id}'][data-steps='20']`, { timeout: 10000 });
   await page.screenshot({ path: join(artifacts, "02-added-node.png") });
 });
 
-test("an example workflow loads, its schedule plot follows the steps widget", async () => {
-  const wf = JSON.parse(readFileSync(join(repo, "examples", "split.json"), "utf8"));
-  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, wf);
-  await page.waitForFunction(() => document.querySelectorAll("canvas.stepwise-schedule[data-steps]").length >= 3,
-    null, { timeout: 15000 });
-  const first = await page.evaluate(() => {
-    const node = window.app.graph._nodes.find((n) => n.comfyClass === "StepwiseKSamplerAdvanced" && n.widgets.find((w) => w.name === "add_noise").value === "enable");
-    const canvas = document.querySelector(`canvas.stepwise-schedule[data-node-id='${node.id}']`);
-    return { id: node.id, steps: canvas.dataset.steps, pixels: canvas.toDataURL() };
-  });
-  assert.equal(first.steps, "20");
-  await page.evaluate((id) => {
-    const node = window.app.graph.getNodeById(id);
-    const w = node.widgets.find((w) => w.name === "steps");
-    const old = w.value;
-    w.value = 30;
-    node.onWidgetChanged?.("steps", 30, old, w);
-  }, first.id);
-  await page.waitForSelector(`canvas.stepwise-schedule[data-node-id='${first.id}'][data-steps='30']`, { timeout: 10000 });
-  const changed = await page.evaluate((id) => document.querySelector(`canvas.stepwise-schedule[data-node-id='${id}']`).toDataURL(), first.id);
-  assert.notEqual(changed, first.pixels, "the plot is redrawn");
-  await page.screenshot({ path: join(artifacts, "03-split-example.png") });
+test("the plot is shown and redrawn whenever a widget changes through the node's own controls", async () => {
+  await loadExample("txt2img.json");
+  const [id] = await nodesOf("StepwiseKSampler");
+  const plot = `canvas.stepwise-schedule[data-node-id='${id}']`;
+  await page.waitForSelector(`${plot}[data-steps='20']`, { timeout: 10000 });
+  const shown = await page.evaluate((sel) => { const r = document.querySelector(sel).getBoundingClientRect();
+    return r.width > 100 && r.height > 50; }, plot);
+  assert.ok(shown, "the plot is on screen");
+  const before = await page.evaluate((sel) => document.querySelector(sel).toDataURL(), plot);
+  if (RENDERER === "vue") {
+    // the Vue renderer: type into the node's own steps field
+    const input = page.locator(`[data-node-id='${id}'] input`).nth(1);
+    const steps = () => page.evaluate((id) => window.app.graph.getNodeById(id).widgets.find((w) => w.name === "steps").value, id);
+    await input.fill("30"); // 1.5x: the field commits what is filled in
+    await input.press("Enter");
+    if ((await steps()) !== 30) { // 1.27: the field takes typed keys
+      await input.focus();
+      await page.keyboard.press("Control+a");
+      await page.keyboard.type("30", { delay: 30 });
+      await page.keyboard.press("Enter");
+      await page.keyboard.press("Tab");
+    }
+    assert.equal(await steps(), 30);
+  } else {
+    // the classic canvas: what LiteGraph does when the number widget is edited
+    await page.evaluate((id) => {
+      const node = window.app.graph.getNodeById(id);
+      const w = node.widgets.find((w) => w.name === "steps");
+      const old = w.value;
+      w.value = 30;
+      w.callback?.(30, window.app.canvas, node);
+      node.onWidgetChanged?.("steps", 30, old, w);
+    }, id);
+  }
+  await page.waitForSelector(`${plot}[data-steps='30']`, { timeout: 10000 });
+  const after = await page.evaluate((sel) => document.querySelector(sel).toDataURL(), plot);
+  assert.notEqual(after, before, "the plot is redrawn");
+  await page.screenshot({ path: join(artifacts, "03-plot-follows-widgets.png") });
 });
 
-test("a hand-off mistake is flagged on the node", async () => {
+test("a saved workflow carries core's widget values only (no plot value)", async () => {
+  await loadExample("split.json");
+  const saved = await page.evaluate(() => {
+    const out = {};
+    for (const n of window.app.graph._nodes) out[n.comfyClass] = n.serialize().widgets_values;
+    return out;
+  });
+  assert.equal(saved.StepwiseKSampler.length, 7, JSON.stringify(saved.StepwiseKSampler));
+  assert.equal(saved.StepwiseKSamplerAdvanced.length, 11, JSON.stringify(saved.StepwiseKSamplerAdvanced));
+  assert.ok(!saved.StepwiseKSampler.includes(""));
+});
+
+test("hand-offs: a mistake is flagged, a seamless chain is drawn as one run", async () => {
+  await loadExample("seamless_split.json");
+  await page.waitForTimeout(800);
+  const state = await page.evaluate(() => {
+    const adv = window.app.graph._nodes.filter((n) => n.comfyClass === "StepwiseKSamplerAdvanced");
+    const w = (n, k) => n.widgets.find((x) => x.name === k).value;
+    const second = adv.filter((n) => w(n, "add_noise") === "disable");
+    return second.map((n) => {
+      const c = n.widgets.find((x) => x.name === "stepwise_schedule").element; // also when scrolled off screen
+      return { mode: w(n, "split_mode"), seamless: c.dataset.seamless, warning: c.dataset.warning };
+    });
+  });
+  const seamless = state.find((s) => s.mode === "seamless");
+  const comfy = state.find((s) => s.mode === "comfy");
+  assert.equal(seamless.seamless, "10");
+  assert.equal(seamless.warning, "");
+  assert.equal(comfy.seamless, "");
+  await page.screenshot({ path: join(artifacts, "04-seamless-example.png") });
   const warning = await page.evaluate(async () => {
-    const second = window.app.graph._nodes.find((n) => n.comfyClass === "StepwiseKSamplerAdvanced" && n.widgets.find((w) => w.name === "add_noise").value === "disable");
+    const second = window.app.graph._nodes.find((n) => n.comfyClass === "StepwiseKSamplerAdvanced" &&
+      n.widgets.find((w) => w.name === "add_noise").value === "disable");
     const w = second.widgets.find((w) => w.name === "add_noise");
     w.value = "enable";
-    second.onWidgetChanged?.("add_noise", "enable", "disable", w);
+    w.callback?.("enable");
     await new Promise((r) => setTimeout(r, 800));
-    const canvas = document.querySelector(`canvas.stepwise-schedule[data-node-id='${second.id}']`);
-    const text = canvas.dataset.warning;
+    const text = second.widgets.find((x) => x.name === "stepwise_schedule").element.dataset.warning;
     w.value = "disable";
-    second.onWidgetChanged?.("add_noise", "disable", "enable", w);
+    w.callback?.("disable");
     return text;
   });
   assert.match(warning, /leftover noise/);
 });
 
-test("Run executes the workflow with previews on the sampler nodes", async () => {
-  const wf = JSON.parse(readFileSync(join(repo, "examples", "txt2img.json"), "utf8"));
-  await page.evaluate(async (wf) => {
-    await window.app.loadGraphData(wf);
+test("every example opens with no overlapping nodes", async () => {
+  for (const name of EXAMPLES) {
+    await loadExample(name);
+    await page.waitForTimeout(600);
+    const boxes = await page.evaluate((vue) => window.app.graph._nodes.map((n) => {
+      const el = vue ? document.querySelector(`[data-node-id="${n.id}"]`) : null;
+      if (el) {
+        const r = el.getBoundingClientRect();
+        const scale = window.app.canvas.ds.scale;
+        return { id: n.id, x: r.x / scale, y: r.y / scale, w: r.width / scale, h: r.height / scale };
+      }
+      const title = window.LiteGraph?.NODE_TITLE_HEIGHT ?? 30;
+      return { id: n.id, x: n.pos[0], y: n.pos[1] - title, w: n.size[0], h: n.size[1] + title };
+    }), RENDERER === "vue");
+    const overlaps = [];
+    for (let i = 0; i < boxes.length; i++) {
+      for (let j = i + 1; j < boxes.length; j++) {
+        const a = boxes[i], b = boxes[j];
+        if (a.x < b.x + b.w - 1 && b.x < a.x + a.w - 1 && a.y < b.y + b.h - 1 && b.y < a.y + a.h - 1) overlaps.push([a.id, b.id]);
+      }
+    }
+    assert.deepEqual(overlaps, [], `${name}: overlapping nodes`);
+    await page.screenshot({ path: join(artifacts, `05-example-${name.replace(".json", "")}.png`) });
+  }
+});
+
+test("Run executes the workflow with previews on the sampler node and the run drawn on its plot", async () => {
+  await loadExample("txt2img.json");
+  const [id] = await nodesOf("StepwiseKSampler");
+  await page.evaluate(async () => {
     window.__stepwise = { previews: 0, done: false, executed: [] };
     const { api } = await import("/scripts/api.js");
-    api.addEventListener("b_preview", () => window.__stepwise.previews++);
+    api.addEventListener("b_preview_with_metadata", () => window.__stepwise.previews++);
     api.addEventListener("executed", (e) => window.__stepwise.executed.push(e.detail.node));
     api.addEventListener("execution_success", () => { window.__stepwise.done = true; });
-  }, wf);
+  });
+  const drawn = await page.evaluate((id) => Number(document.querySelector(`canvas.stepwise-schedule[data-node-id='${id}']`)
+    .dataset.drawn), id);
   await page.getByRole("button", { name: "Run", exact: true }).first().click();
   await page.waitForFunction(() => window.__stepwise.done, null, { timeout: 120000 });
-  const state = await page.evaluate(() => window.__stepwise);
-  assert.ok(state.previews >= 1, "previews were sent to the sampler node");
-  assert.ok(state.executed.length >= 2, "the sampler sent its sigmas, SaveImage its image");
-  const used = await page.evaluate(() => {
-    const node = window.app.graph._nodes.find((n) => n.comfyClass === "StepwiseKSampler");
-    return document.querySelector(`canvas.stepwise-schedule[data-node-id='${node.id}']`).dataset.steps;
-  });
-  assert.equal(used, "20");
-  await page.waitForTimeout(1000);
-  await page.screenshot({ path: join(artifacts, "04-after-run.png") });
+  await page.waitForTimeout(800);
+  const state = await page.evaluate((id) => {
+    const node = window.app.graph.getNodeById(id);
+    const vueImgs = document.querySelectorAll(`[data-node-id="${id}"] img`).length;
+    const canvas = document.querySelector(`canvas.stepwise-schedule[data-node-id='${id}']`);
+    return { ...window.__stepwise, onNode: (node.imgs?.length ?? 0) + vueImgs,
+      preview: Object.keys(window.app.nodePreviewImages || {}), drawn: Number(canvas.dataset.drawn) };
+  }, id);
+  assert.ok(state.previews >= 1, "previews were sent with the sampler node's id");
+  assert.ok(state.preview.includes(String(id)) || state.onNode >= 1, "the preview is on the sampler node");
+  assert.ok(state.executed.length >= 2, "the sampler sent its run summary, SaveImage its image");
+  assert.ok(state.drawn > drawn, "the plot redrew with the sigmas that ran");
+  await page.screenshot({ path: join(artifacts, "06-after-run.png") });
   assert.deepEqual(consoleErrors, []);
+  assert.deepEqual(apiFailures, []);
+});
+
+test("the extension reads no deprecated editor API", async () => {
+  const stacks = await page.evaluate(() => window.__stepwiseDeprecations);
+  assert.deepEqual(stacks.filter((s) => s.includes("stepwise")), []);
 });
