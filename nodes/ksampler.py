@@ -60,7 +60,8 @@ def make_step_callback(model: Any, steps: int, preview: PreviewConfig | None = N
             def sink(step: int, total: int, image) -> None:
                 if image is not None and observer.on_preview is not None:
                     observer.on_preview(step, total, image)
-            hook = PreviewHook(make_decoder(preview.method, _latent_format(model)), sink, preview)
+            hook = PreviewHook(make_decoder(preview.method, _latent_format(model), notice=observer.on_notice), sink,
+                               preview)
 
         def callback(step, x0, x, total):
             observer.check_interrupt()

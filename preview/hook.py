@@ -7,6 +7,7 @@ samplers, and never touches any global setting: the method is per hook.
 """
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
@@ -72,9 +73,23 @@ class Throttle:
             self.next_at = self.last + seconds / self.budget  # started at `last`, took `seconds`
 
 
-def make_decoder(method: str, latent_format: Any, taesd: Callable[[], Any] | None = None):
+_TAESD_NOTED: set = set()
+
+
+def _note_once(key, text: str, notice: Callable[[str], None] | None) -> None:
+    if key in _TAESD_NOTED:
+        return
+    _TAESD_NOTED.add(key)
+    logging.getLogger("stepwise").warning(text)
+    if notice is not None:
+        notice(text)
+
+
+def make_decoder(method: str, latent_format: Any, taesd: Callable[[], Any] | None = None,
+                 notice: Callable[[str], None] | None = None):
     """The decoder for a method: ``None`` for "none"; "taesd" and "auto" try ``taesd()`` (a
-    factory returning a decoder or None); "auto" falls back to latent2rgb."""
+    factory returning a decoder or None); "auto" falls back to latent2rgb quietly (as ComfyUI), "taesd" says
+    once that it does (as ComfyUI logs it)."""
     check_preview_method(method)
     if method == "none":
         return None
@@ -82,6 +97,10 @@ def make_decoder(method: str, latent_format: Any, taesd: Callable[[], Any] | Non
         dec = taesd()
         if dec is not None:
             return dec
+    if method == "taesd":
+        name = getattr(latent_format, "taesd_decoder_name", None) or getattr(latent_format, "name", "this model")
+        _note_once(("taesd", name), f"preview_method taesd: no TAESD decoder for {name} was found (models/vae_approx/"
+                   f"{name}.*); showing latent2rgb previews instead", notice)
     factors = rgb_factors_of(latent_format)
     if factors is None:
         return None

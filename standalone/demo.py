@@ -108,10 +108,24 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     tiles[-1] += [_tile(_image(res, _decoder_of(p, single)), "one node, 20 steps"),
                   _tile(_image(res, _decoder_of(p, second)), f"two nodes (max diff {diff:.1g})")]
 
+    say("seamless split: dpmpp_2m_sde split at step 10 in ComfyUI's way and seamlessly, next to the single run")
+    p, res, ctx = run("seamless_split")
+    single = res[_by_title(p, "single run")][0]["samples"]
+    row = [_tile(_image(res, _decoder_of(p, _by_title(p, "single run"))), "single run, 20 steps")]
+    for mode in ("comfy", "seamless"):
+        second = res[_by_title(p, f"{mode} split: steps 10")][0]["samples"]
+        diff = (second - single).abs().max().item()
+        say(f"  {mode} split: max |single - split| = {diff:.3g} on latents up to {single.abs().max().item():.3g}")
+        row.append(_tile(_image(res, _decoder_of(p, _by_title(p, f"{mode} split: steps 10"))),
+                          f"{mode} split (max diff {diff:.2g})"))
+    tiles.append(row)
+    save_png(_sheet([row], f"dpmpp_2m_sde, 20 steps, split at step 10: ComfyUI's split restarts the sampler's history and "
+                           f"noise; the seamless split continues the run"), out / "seamless_split.png")
+
     say("img2img: the input picture, noised for step 8 of 20, sampled with 'orange star, black background'")
     p, res, ctx = run("img2img")
-    tiles[-1] += [_tile(Image.open(input_dir / "demo_input.png"), "img2img input"),
-                  _tile(Image.open(ctx.written[0]), "img2img from step 8")]
+    tiles[0] += [_tile(Image.open(input_dir / "demo_input.png"), "img2img input"),
+                 _tile(Image.open(ctx.written[0]), "img2img from step 8")]
 
     say("prompt switch: 'red circle' for steps 0..k, then 'blue square', k = 0, 2, ..., 20")
     strip = []
@@ -132,7 +146,8 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     p, res, ctx = run("style_switch")
     tiles.append([_tile(Image.open(w), w.parent.name + "/" + w.name.split("_0")[0]) for w in ctx.written])
 
-    sheet = _sheet(tiles, "Stepwise demo on the embedded model: txt2img, split, img2img, prompt switch, style switch")
+    sheet = _sheet(tiles, "Stepwise demo on the embedded model: txt2img, split, seamless split, img2img, prompt switch, "
+                          "style switch")
     path = save_png(sheet, out / "contact_sheet.png")
     say(f"wrote {path} and {len(list(out.rglob('*.png')))} PNGs under {out} in {time.perf_counter() - start:.1f} s")
     return path

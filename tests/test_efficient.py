@@ -319,3 +319,20 @@ def test_an_expensive_previewer_is_held_to_its_time_budget():
         hook_mod.time.perf_counter = real
     assert got[0] and got[-1], "the first and the last step preview"
     assert sum(got) <= 2 + 40 * 0.1 * 0.1 / 0.5 + 1, "previews stay near 10% of the time"
+
+
+def test_taesd_without_a_decoder_says_so_once(caplog):
+    """No silent fallback: preview_method taesd with no TAESD decoder shows latent2rgb and says it once."""
+    import logging
+
+    from stepwise_sampler.nodes.bridge import Observer, observe
+    from stepwise_sampler.preview import hook
+
+    hook._TAESD_NOTED.clear()
+    seen = []
+    model = dm.DemoModel()
+    with caplog.at_level(logging.WARNING, logger="stepwise"), observe(Observer(on_notice=seen.append)):
+        for _ in range(2):
+            eff(model, preview="taesd", seed=len(seen) + 11)
+    assert len(seen) == 1 and "latent2rgb" in seen[0] and "taesd" in seen[0].lower()
+    assert sum("TAESD" in r.message for r in caplog.records) == 1
