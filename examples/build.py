@@ -207,8 +207,42 @@ def style_switch(switch_at: int = 10) -> dict:
     return g.to_json()
 
 
+def per_item_noise(seed: int = 300) -> dict:
+    """A batch of 4 with per-item noise, next to its item 3 re-made alone (seed + 3, batch 1)."""
+    g = GraphBuilder(node_registry())
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "green triangle on sky background")
+    g.nodes[-1]["widgets_values"] = [512, 512, 4]
+    one = lay.add(1, "EmptyLatentImage", [512, 512, 1], "one image")
+    noise4 = lay.add(0, "StepwiseNoise", [seed, "fixed", "per_item", 0, 0.0], "noise: per item, seed 300")
+    noise1 = lay.add(0, "StepwiseNoise", [seed + 3, "fixed", "per_item", 0, 0.0], "noise: per item, seed 303")
+    batch = _wire(g, lay.add(2, "StepwiseKSampler", [0, "fixed", 20, 7.0, "euler_ancestral", "karras", 1.0],
+                             "batch of 4 (items: seeds 300..303)"), ckpt, pos, neg, latent)
+    g.link(noise4, 0, batch, "noise")
+    _decode_save(lay, ckpt, batch, "per_item/batch", 3, "batch of 4")
+    row = lay.align(2, 3)
+    alone = _wire(g, lay.add(2, "StepwiseKSampler", [0, "fixed", 20, 7.0, "euler_ancestral", "karras", 1.0],
+                             "item 3 alone (seed 303)", top=row), ckpt, pos, neg, one)
+    g.link(noise1, 0, alone, "noise")
+    _decode_save(lay, ckpt, alone, "per_item/item3_alone", 3, "item 3 alone", top=row)
+    return g.to_json()
+
+
+def variation(strength: float = 0.5) -> dict:
+    """A variation of an image: the seed's noise blended with another seed's (slerp at ``strength``)."""
+    g = GraphBuilder(node_registry())
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "orange ring on white background")
+    noise = lay.add(0, "StepwiseNoise", [11, "fixed", "comfy", 12, strength], "noise with a variation")
+    ks = _wire(g, lay.add(2, "StepwiseKSampler", [0, "fixed", 20, 7.0, "dpmpp_2m", "karras", 1.0],
+                          "KSampler (Stepwise)"), ckpt, pos, neg, latent)
+    g.link(noise, 0, ks, "noise")
+    _decode_save(lay, ckpt, ks, "variation/strength", 3)
+    return g.to_json()
+
+
 EXAMPLES = {"txt2img": txt2img, "split": split, "seamless_split": seamless_split, "prompt_switch": prompt_switch,
-            "img2img": img2img, "style_switch": style_switch}
+            "img2img": img2img, "style_switch": style_switch, "per_item_noise": per_item_noise, "variation": variation}
 
 
 def main() -> None:

@@ -117,6 +117,10 @@ function attachPlot(node) {
     const s = state.schedule;
     let span = s.runs ? `steps ${s.start}→${s.end} of ${s.sigmas.length - 1}` : "skips sampling (returns its input)";
     if (h.seamless && s.runs) span = `seamless · continues at step ${h.seamless.from} · ${span}`;
+    const plain = plainNode(node);
+    const noiseInput = plain.inputs.find((i) => i.name === "noise");
+    canvas.dataset.noiseInput = noiseInput?.origin ? "1" : "";
+    if (noiseInput?.origin) span += " · seed/add_noise from the noise input";
     drawPlot(ctx, layoutPlot(s, { width, height }),
       { width, height, used: state.used, warning, title: `${v.scheduler} · ${span}`, seamless: h.seamless });
     canvas.dataset.steps = String(s.sigmas.length - 1);

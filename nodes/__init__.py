@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from .efficient import StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced
+from .noise import StepwiseNoise
 from .script import StepwiseHiResFixScript, StepwiseNoiseScript
 
 NODE_CLASS_MAPPINGS = {
@@ -12,6 +13,7 @@ NODE_CLASS_MAPPINGS = {
     "StepwiseKSamplerAdvancedEfficient": StepwiseKSamplerAdvancedEfficient,
     "StepwiseHiResFixScript": StepwiseHiResFixScript,
     "StepwiseNoiseScript": StepwiseNoiseScript,
+    "StepwiseNoise": StepwiseNoise,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -21,8 +23,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseKSamplerAdvancedEfficient": "KSampler Adv. Efficient (Stepwise)",
     "StepwiseHiResFixScript": "HiRes-Fix Script (Stepwise)",
     "StepwiseNoiseScript": "SDE Noise Script (Stepwise)",
+    "StepwiseNoise": "Noise (Stepwise)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
            "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
-           "StepwiseNoiseScript"]
+           "StepwiseNoiseScript", "StepwiseNoise"]

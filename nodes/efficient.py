@@ -14,6 +14,7 @@ import torch
 from ..preview import PREVIEW_METHODS, PreviewConfig, check_preview_method
 from .bridge import current_observer, is_comfy_model
 from .cache import RESULT_CACHE
+from .noise import StepwiseNoiseValue
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced, run_common_ksampler, ui_summary
 from .script import apply_script, check_script
 from .widgets import check_widgets
@@ -52,6 +53,8 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
     if vae_decode not in allowed_decode:
         raise ValueError(f"vae_decode: {vae_decode!r} is not one of the allowed values: {', '.join(allowed_decode)}")
     script = check_script(script)
+    if isinstance(sampling.get("noise"), StepwiseNoiseValue):
+        sampling = {**sampling, "noise": sampling["noise"].source}  # keyed by value in the result cache
     vae = optional_vae if optional_vae is not None else getattr(model, "default_vae", None)
     if vae_decode != "false" and vae is None:
         raise ValueError(f"vae_decode: {vae_decode!r} needs a VAE, but optional_vae is not connected and the model "
@@ -119,10 +122,11 @@ class StepwiseKSamplerEfficient:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                preview_method, vae_decode, optional_vae=None, script=None, prompt=None, extra_pnginfo=None,
-               unique_id=None):
+               unique_id=None, noise=None):
         sampling = {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler,
-                    "denoise": denoise}
-        check_widgets(type(self), {**sampling, "preview_method": preview_method})
+                    "denoise": denoise, "noise": noise}
+        check_widgets(type(self), {**{k: v for k, v in sampling.items() if k != "noise"},
+                                   "preview_method": preview_method})
         return _efficient("KSampler", model, positive, negative, latent_image, preview_method, vae_decode,
                           optional_vae, script, VAE_DECODE, sampling, prompt, extra_pnginfo, unique_id)
 
@@ -143,7 +147,8 @@ class StepwiseKSamplerAdvancedEfficient:
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, preview_method, vae_decode,
-               optional_vae=None, script=None, prompt=None, extra_pnginfo=None, unique_id=None, split_mode="comfy"):
+               optional_vae=None, script=None, prompt=None, extra_pnginfo=None, unique_id=None, split_mode="comfy",
+               noise=None):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
@@ -152,6 +157,7 @@ class StepwiseKSamplerAdvancedEfficient:
         sampling = {"seed": noise_seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                     "scheduler": scheduler, "denoise": 1.0, "disable_noise": add_noise == "disable",
                     "start_step": start_at_step, "last_step": end_at_step,
-                    "force_full_denoise": return_with_leftover_noise != "enable", "split_mode": split_mode}
+                    "force_full_denoise": return_with_leftover_noise != "enable", "split_mode": split_mode,
+                    "noise": noise}
         return _efficient("KSamplerAdvanced", model, positive, negative, latent_image, preview_method, vae_decode,
                           optional_vae, script, VAE_DECODE_ADVANCED, sampling, prompt, extra_pnginfo, unique_id)

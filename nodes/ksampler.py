@@ -8,6 +8,7 @@ from ..preview import PreviewConfig, PreviewHook, make_decoder
 from ..sampling import SAMPLERS, RunInfo, common_ksampler
 from ..schedulers import SCHEDULERS
 from .bridge import as_backend, current_observer, is_comfy_model
+from .noise import StepwiseNoiseValue
 from .profile import combo_spec, current_profile, sampler_names, scheduler_names
 from .schedule_api import remember_model_sampling
 from .widgets import check_widgets
@@ -20,6 +21,8 @@ log = logging.getLogger("stepwise")
 SEED_SPEC = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "The random seed used for creating the noise."})
 STEPS_SPEC = ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of steps in the schedule."})
+NOISE_SPEC = ("NOISE", {"tooltip": "When connected, replaces the seed widget and add_noise: a Noise (Stepwise) node "
+                                   "(per-item seeds, variations) or core's RandomNoise/DisableNoise."})
 SPLIT_MODE_SPEC = (["comfy", "seamless"], {
     "default": "comfy",
     "tooltip": "comfy: ComfyUI's split (each node restarts its sampler's history and noise). seamless: chained nodes "
@@ -88,6 +91,9 @@ def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positi
     """From node arguments to :func:`common_ksampler` (used by every node); returns (out, RunInfo)."""
     callback, disable_pbar = make_step_callback(model, steps, preview)
     info = RunInfo()
+    noise = kw.pop("noise", None)
+    if noise is not None:
+        kw["noise"] = noise.source if isinstance(noise, StepwiseNoiseValue) else noise
     backend = as_backend(model)
     remember_model_sampling(unique_id, getattr(backend, "model_sampling", None))
     if sampler_name not in SAMPLERS and is_comfy_model(model):
@@ -126,6 +132,8 @@ def ui_summary(info: RunInfo) -> dict:
         summary["notes"] = list(info.notes)
     if info.seamless:
         summary["seamless"] = dict(info.seamless)
+    if info.noise_source is not None:
+        summary["noise"] = info.noise_source.describe()
     return summary
 
 
@@ -159,6 +167,8 @@ class StepwiseKSampler:
             **sampler_inputs(),
             "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
                                   "tooltip": "How much of the schedule to run; below 1 keeps the input's structure."}),
+        }, "optional": {
+            "noise": NOISE_SPEC,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
@@ -167,11 +177,11 @@ class StepwiseKSampler:
     DESCRIPTION = "KSampler with Stepwise's sampling core: identical results to the core node."
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
-               unique_id=None):
+               unique_id=None, noise=None):
         check_widgets(type(self), {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                                    "scheduler": scheduler, "denoise": denoise})
         out, info = run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                        latent_image, denoise=denoise, unique_id=unique_id)
+                                        latent_image, denoise=denoise, unique_id=unique_id, noise=noise)
         return with_ui(model, out, info)
 
 
@@ -192,6 +202,7 @@ class StepwiseKSamplerAdvanced:
             "return_with_leftover_noise": (["disable", "enable"],),
         }, "optional": {
             "split_mode": SPLIT_MODE_SPEC,
+            "noise": NOISE_SPEC,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
@@ -201,7 +212,7 @@ class StepwiseKSamplerAdvanced:
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0, unique_id=None,
-               split_mode="comfy"):
+               split_mode="comfy", noise=None):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
@@ -211,5 +222,5 @@ class StepwiseKSamplerAdvanced:
                                         latent_image, denoise=denoise, disable_noise=add_noise == "disable",
                                         start_step=start_at_step, last_step=end_at_step,
                                         force_full_denoise=return_with_leftover_noise != "enable", unique_id=unique_id,
-                                        split_mode=split_mode)
+                                        split_mode=split_mode, noise=noise)
         return with_ui(model, out, info)

@@ -9,6 +9,7 @@ initial noise and hands everything to the model's backend, which runs the sample
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
@@ -16,10 +17,10 @@ from typing import Any, Callable, Protocol, Sequence
 import torch
 
 from ..schedulers import SCHEDULER_NAMES, SigmaPlan, plan_sigmas
-from .noise import SDE_NOISE_SOURCES, NoiseSource, check_inpaint_seed, is_nested, validate_seed
+from .noise import SDE_NOISE_SOURCES, SEED_MAX, NoiseSource, check_inpaint_seed, is_nested, validate_seed
 from .profile import NEWEST, Profile
-from .registry import (ACCEPTS_NOISE_SAMPLER, RANDOM_INPAINT_NOISE_SAMPLERS, SELF_STEPPING_SAMPLERS, get_sampler,
-                       profile_options)
+from .registry import (ACCEPTS_NOISE_SAMPLER, BATCH_COUPLED_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS,
+                       SELF_STEPPING_SAMPLERS, get_sampler, profile_options)
 from .seamless import (SPLIT_MODES, STATE_KEY, STATE_VERSION, CannotContinue, SeamlessRecorder, SeamlessState,
                        StopAtStep, read_state, samples_digest, step_starts)
 from .resources import check_fits
@@ -153,10 +154,25 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     if split_mode not in SPLIT_MODES:
         raise ValueError(f"split_mode: {split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
     sampler_fn = native_sampler if native else get_sampler(sampler_name)
+    foreign = None  # another pack's (or core's) NOISE: its own initial noise, its seed for the per-step noise
     if noise is None:
         noise = NoiseSource(seed, profile.cpu_noise_seed_offset, sde_noise)
     elif not isinstance(noise, NoiseSource):
-        raise ValueError(f"noise: expected a Stepwise noise source, got {type(noise).__name__}")
+        if not callable(getattr(noise, "generate_noise", None)):
+            raise ValueError(f"noise: expected a NOISE (with generate_noise), got {type(noise).__name__}")
+        foreign = noise
+        fseed = getattr(noise, "seed", None)
+        step_seed = fseed if isinstance(fseed, int) and not isinstance(fseed, bool) and 0 <= fseed <= SEED_MAX else seed
+        noise = NoiseSource(step_seed, profile.cpu_noise_seed_offset, sde_noise)
+    else:
+        disable_noise = False  # a connected noise replaces the seed widget and add_noise
+        if sde_noise != "brownian" and noise.sde != sde_noise:
+            noise = dataclasses.replace(noise, sde=sde_noise)  # the SDE noise script applies to it too
+    if noise.batch_mode == "per_item" and sampler_name in BATCH_COUPLED_SAMPLERS and \
+            isinstance(latent.get("samples"), torch.Tensor) and latent["samples"].shape[0] > 1:
+        return _item_by_item(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,
+                             disable_noise, start_step, last_step, force_full_denoise, callback, disable_pbar, info,
+                             sde_noise, profile, noise, native_sampler, native_schedule, split_mode)
     source = noise.with_batch_index(latent.get("batch_index"))
     nested = is_nested(latent["samples"])
     if nested and not hasattr(model, "nest"):
@@ -184,6 +200,11 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
         source = NoiseSource(**st.noise_source)
         options = {**sampler_options(sampler_name, source, profile), **st.options}
         initial, latent_image = st.noise, st.latent
+    elif foreign is not None:
+        initial = foreign.generate_noise({**latent, "samples": latent_image})
+        if not isinstance(initial, torch.Tensor) and not is_nested(initial):
+            raise ValueError(f"noise: {type(foreign).__name__}.generate_noise returned {type(initial).__name__}, "
+                             f"not a tensor")
     elif disable_noise:
         if nested:
             initial = model.nest([torch.zeros(t.size(), dtype=t.dtype, layout=t.layout, device="cpu")
@@ -224,6 +245,31 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     out["samples"] = samples
     if seamless is not None and seamless.stopped:
         out[STATE_KEY] = seamless.state_out(sampler_name, source, initial, latent_image, options, samples).to_dict()
+    return (out,)
+
+
+def _item_by_item(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise, disable_noise,
+                  start_step, last_step, force_full_denoise, callback, disable_pbar, info, sde_noise, profile, noise,
+                  native_sampler, native_schedule, split_mode) -> tuple[dict]:
+    """per_item noise with a sampler whose steps depend on the whole batch (dpm_adaptive's error norm): run each
+    item alone, so item i is exactly the batch-1 run with its own seed."""
+    samples = latent["samples"]
+    batch = samples.shape[0]
+    index = latent.get("batch_index") or list(range(batch))
+    mask = latent.get("noise_mask")
+    outs = []
+    for i in range(batch):
+        part = {**latent, "samples": samples[i:i + 1], "batch_index": [index[i]]}
+        if mask is not None and mask.ndim >= 3 and mask.shape[0] == batch:
+            part["noise_mask"] = mask[i:i + 1]
+        (out,) = common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, part, denoise,
+                                 disable_noise, start_step, last_step, force_full_denoise, callback, disable_pbar,
+                                 info, sde_noise, profile=profile, noise=noise, native_sampler=native_sampler,
+                                 native_schedule=native_schedule, split_mode=split_mode)
+        outs.append(out["samples"])
+    out = latent.copy()
+    out.pop(STATE_KEY, None)
+    out["samples"] = torch.cat(outs)
     return (out,)
 
 

@@ -9,7 +9,8 @@ import torch
 from . import dpm_solver, dpmpp, euler, multistep, stochastic, unipc
 
 __all__ = ["SAMPLERS", "SAMPLER_NAMES", "RANDOM_INPAINT_NOISE_SAMPLERS", "CFG_PP_SAMPLERS", "SDE_NOISE_SAMPLERS",
-           "ACCEPTS_NOISE_SAMPLER", "SELF_STEPPING_SAMPLERS", "profile_options", "get_sampler"]
+           "ACCEPTS_NOISE_SAMPLER", "SELF_STEPPING_SAMPLERS", "BATCH_COUPLED_SAMPLERS", "profile_options",
+           "get_sampler"]
 
 SamplerFn = Callable[..., torch.Tensor]
 
@@ -66,6 +67,10 @@ SAMPLER_NAMES: list[str] = list(SAMPLERS)
 #: Samplers whose k-diffusion function takes a ``noise_sampler`` (so they receive the run's NoiseSource).
 ACCEPTS_NOISE_SAMPLER = frozenset(name for name, fn in SAMPLERS.items()
                                   if "noise_sampler" in inspect.signature(fn).parameters)
+
+#: Samplers whose step sizes depend on the whole batch (an error norm over all items): per_item noise runs them
+#: item by item so every item equals its batch-1 run.
+BATCH_COUPLED_SAMPLERS = frozenset({"dpm_adaptive"})
 
 #: Samplers that choose their own steps (adaptive or fixed-NFE): a schedule cannot be split between nodes.
 SELF_STEPPING_SAMPLERS = frozenset({"dpm_fast", "dpm_adaptive"})

@@ -53,9 +53,13 @@ def _sheet(rows: list[list[Image.Image]], title: str) -> Image.Image:
     return sheet
 
 
-def _image(results: dict, node_id: str) -> Image.Image:
-    arr = results[node_id][0][0].detach().cpu().numpy()
+def _to_image(image: torch.Tensor) -> Image.Image:
+    arr = image.detach().cpu().numpy()
     return Image.fromarray((numpy.clip(arr, 0, 1) * 255).round().astype(numpy.uint8))
+
+
+def _image(results: dict, node_id: str) -> Image.Image:
+    return _to_image(results[node_id][0][0])
 
 
 def _by_title(prompt, text: str) -> str:
@@ -122,6 +126,31 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     save_png(_sheet([row], f"dpmpp_2m_sde, 20 steps, split at step 10: ComfyUI's split restarts the sampler's history and "
                            f"noise; the seamless split continues the run"), out / "seamless_split.png")
 
+    say("per-item noise: a batch of 4 (euler_ancestral, seeds 300..303) next to item 3 re-made alone (seed 303)")
+    p, res, ctx = run("per_item_noise")
+    batch_id, alone_id = _by_title(p, "batch of 4"), _by_title(p, "item 3 alone")
+    batch, alone = res[batch_id][0]["samples"], res[alone_id][0]["samples"]
+    diff = (batch[3:4] - alone).abs().max().item()
+    say(f"  max |batch item 3 - item 3 alone| = {diff:.3g} on latents up to {alone.abs().max().item():.3g}")
+    images = res[_decoder_of(p, batch_id)][0]
+    row = [_tile(_to_image(images[i]), f"batch item {i}") for i in range(4)]
+    row.append(_tile(_image(res, _decoder_of(p, alone_id)), f"item 3 alone (diff {diff:.1g})"))
+    tiles.append(row)
+
+    say("variation: seed 11's noise blended with seed 12's, strength 0 -> 1")
+    strip = []
+    for strength in (0.0, 0.2, 0.4, 0.6, 0.8, 1.0):
+        def edit(prompt, strength=strength):
+            noise = next(nid for nid, n in prompt.nodes.items() if n["class_type"] == "StepwiseNoise")
+            prompt.nodes[noise]["inputs"]["variation_strength"] = strength
+            save = next(nid for nid, n in prompt.nodes.items() if n["class_type"] == "SaveImage")
+            prompt.nodes[save]["inputs"]["filename_prefix"] = f"variation/strength_{strength:.1f}"
+        p, res, ctx = run("variation", edit)
+        strip.append(_tile(Image.open(ctx.written[0]), f"variation {strength:.1f}"))
+    tiles.append(strip)
+    save_png(_sheet([row, strip], "per-item noise: item 3 of a batch re-made alone; a variation strip (strength 0 -> 1)"),
+             out / "noise.png")
+
     say("img2img: the input picture, noised for step 8 of 20, sampled with 'orange star, black background'")
     p, res, ctx = run("img2img")
     tiles[0] += [_tile(Image.open(input_dir / "demo_input.png"), "img2img input"),
@@ -146,8 +175,8 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     p, res, ctx = run("style_switch")
     tiles.append([_tile(Image.open(w), w.parent.name + "/" + w.name.split("_0")[0]) for w in ctx.written])
 
-    sheet = _sheet(tiles, "Stepwise demo on the embedded model: txt2img, split, seamless split, img2img, prompt switch, "
-                          "style switch")
+    sheet = _sheet(tiles, "Stepwise demo on the embedded model: txt2img, split, seamless split, per-item noise, "
+                          "variations, img2img, prompt switch, style switch")
     path = save_png(sheet, out / "contact_sheet.png")
     say(f"wrote {path} and {len(list(out.rglob('*.png')))} PNGs under {out} in {time.perf_counter() - start:.1f} s")
     return path

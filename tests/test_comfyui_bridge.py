@@ -174,7 +174,7 @@ def test_profile_and_combos_follow_the_installed_comfyui(comfy_env):
     # the node ids and widget order of core KSamplerAdvanced come first, split_mode is the last (optional) widget
     core_adv = list(nodes.KSamplerAdvanced.INPUT_TYPES()["required"])
     ours = StepwiseKSamplerAdvanced.INPUT_TYPES()
-    assert list(ours["required"]) == core_adv and list(ours["optional"]) == ["split_mode"]
+    assert list(ours["required"]) == core_adv and list(ours["optional"]) == ["split_mode", "noise"]
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "dpmpp_2m_sde", "euler_ancestral", "uni_pc", "heun",
@@ -250,3 +250,47 @@ def test_nested_latents_inside_comfyui(comfy_env, golden_set, sampler):
     ours = _latent(StepwiseKSampler().sample(*args))
     for a, b in zip(ours["samples"].unbind(), core["samples"].unbind()):
         assert torch.equal(a, b)
+
+
+def _call(node_cls, **kw):
+    """A core node's function, classic (FUNCTION) or v3 (classmethod execute)."""
+    if hasattr(node_cls, "define_schema"):
+        out = node_cls.execute(**kw)
+        return tuple(out.result) if hasattr(out, "result") else tuple(out)
+    return tuple(getattr(node_cls(), node_cls.FUNCTION)(**kw))
+
+
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral", "dpmpp_2m_sde"])
+@pytest.mark.parametrize("mode", ["comfy", "per_item"])
+def test_stepwise_noise_in_cores_sampler_custom_advanced(comfy_env, golden_set, sampler, mode):
+    """A Noise (Stepwise) plugged into core's SamplerCustomAdvanced: the same initial noise as in our nodes
+    (comfy mode: also core's RandomNoise's, and the same result)."""
+    nodes, comfy = comfy_env
+    import comfy_extras.nodes_custom_sampler as custom
+    from stepwise_sampler.nodes import StepwiseKSampler, StepwiseNoise
+    from stepwise_sampler.nodes.bridge import Observer, observe
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(3, 4, 8, 8)}
+    (noise,) = StepwiseNoise().make(21, mode, 0, 0.0)
+    (guider,) = _call(custom.CFGGuider, model=patcher, positive=pos, negative=neg, cfg=5.0)
+    (ksampler,) = _call(custom.KSamplerSelect, sampler_name=sampler)
+    (sigmas,) = _call(custom.BasicScheduler, model=patcher, scheduler="karras", steps=6, denoise=1.0)
+    out, _ = _call(custom.SamplerCustomAdvanced, noise=noise, guider=guider, sampler=ksampler, sigmas=sigmas,
+                   latent_image=latent)
+    assert torch.isfinite(out["samples"]).all()
+    from stepwise_sampler.sampling.core import RunInfo  # noqa: F401
+    runs = []
+    with observe(Observer()) as obs:
+        ours = _latent(StepwiseKSampler().sample(patcher, 5, 6, 5.0, sampler, "karras", pos, neg, latent, 1.0,
+                                                 noise=noise))
+        runs = obs.runs
+    assert torch.equal(runs[-1].noise, noise.generate_noise({"samples": latent["samples"]}))
+    if mode == "comfy":
+        (random,) = _call(custom.RandomNoise, noise_seed=21)
+        core_out, _ = _call(custom.SamplerCustomAdvanced, noise=random, guider=guider, sampler=ksampler,
+                            sigmas=sigmas, latent_image=latent)
+        assert torch.equal(out["samples"], core_out["samples"])
+        assert torch.allclose(ours["samples"], core_out["samples"], rtol=1e-5, atol=1e-5)

@@ -184,7 +184,8 @@ def _small(wf):
             for x in v:
                 visit(x)
     visit(wf)
-    for node in wf.get("nodes", []) if isinstance(wf, dict) else []:
+    nodes = wf.get("nodes") if isinstance(wf, dict) else None
+    for node in nodes if isinstance(nodes, list) else []:
         if isinstance(node, dict) and isinstance(node.get("widgets_values"), list):
             node["widgets_values"] = [min(x, 64) if isinstance(x, int) and not isinstance(x, bool) and x > 64 else x
                                       for x in node["widgets_values"]]
