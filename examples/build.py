@@ -241,8 +241,26 @@ def variation(strength: float = 0.5) -> dict:
     return g.to_json()
 
 
+def schedules(schedule: str = "ays_sd1") -> dict:
+    """A schedule core's combo does not list (Align Your Steps) and a sampler with its own node, through the
+    sampler node's sigmas and sampler sockets."""
+    g = GraphBuilder(node_registry())
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "blue star on white background")
+    sched = lay.add(0, "StepwiseSchedule", [schedule, 10, 1.0], "schedule: Align Your Steps (SD1), 10 steps")
+    g.link(ckpt, 0, sched, "model")
+    sampler = lay.add(0, "StepwiseSampler", ["dpmpp_2m_sde_gpu"], "sampler: dpmpp_2m_sde (tree on the device)")
+    ks = _wire(g, lay.add(2, "StepwiseKSampler", [5, "fixed", 10, 7.0, "euler", "karras", 1.0],
+                          "KSampler (Stepwise): sigmas and sampler from the sockets"), ckpt, pos, neg, latent)
+    g.link(sched, 0, ks, "sigmas")
+    g.link(sampler, 0, ks, "sampler")
+    _decode_save(lay, ckpt, ks, "schedules/ays_sd1", 3)
+    return g.to_json()
+
+
 EXAMPLES = {"txt2img": txt2img, "split": split, "seamless_split": seamless_split, "prompt_switch": prompt_switch,
-            "img2img": img2img, "style_switch": style_switch, "per_item_noise": per_item_noise, "variation": variation}
+            "img2img": img2img, "style_switch": style_switch, "per_item_noise": per_item_noise, "variation": variation,
+            "schedules": schedules}
 
 
 def main() -> None:

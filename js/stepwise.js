@@ -7,8 +7,9 @@ import { api } from "../../scripts/api.js";
 import { drawPlot, layoutPlot, sigmasQuery } from "./lib/schedule_plot.js";
 import { handoff } from "./lib/handoff.js";
 
-const PLOTTED = new Set(["StepwiseKSampler", "StepwiseKSamplerAdvanced", "StepwiseKSamplerEfficient",
+const SAMPLER_NODES = new Set(["StepwiseKSampler", "StepwiseKSamplerAdvanced", "StepwiseKSamplerEfficient",
   "StepwiseKSamplerAdvancedEfficient"]);
+const PLOTTED = new Set([...SAMPLER_NODES, "StepwiseSchedule"]);
 const WIDTH = 300;
 const HEIGHT = 110;
 const PLOT_WIDGET = "stepwise_schedule";
@@ -39,6 +40,22 @@ function safe(fn) {
   } catch {
     return null;
   }
+}
+
+/** What the node's sockets override: {noise, sigmas: source title, schedule: a Schedule node's widgets, sampler}. */
+function sockets(node) {
+  const out = {};
+  const graph = node.graph || app.graph;
+  (node.inputs || []).forEach((input, k) => {
+    if (!["noise", "sigmas", "sampler"].includes(input.name)) return;
+    const origin = inputOrigin(node, input, k);
+    if (!origin) return;
+    const src = graph?.getNodeById?.(origin.id);
+    const label = src ? (src.title || src.comfyClass || src.type) : "a socket";
+    out[input.name] = label;
+    if (input.name === "sigmas" && src?.comfyClass === "StepwiseSchedule") out.schedule = widgetValues(src);
+  });
+  return out;
 }
 
 function plainNode(node) {
@@ -93,7 +110,8 @@ function attachPlot(node) {
   const widget = node.addDOMWidget(PLOT_WIDGET, PLOT_WIDGET, canvas,
     { serialize: false, getHeight: () => HEIGHT + 6, getMinHeight: () => HEIGHT + 6 });
   if (widget) widget.serialize = false; // never part of widgets_values (core saves only its own widgets)
-  const state = { schedule: null, used: null, notes: null, timer: null, error: null, seq: 0, removed: false };
+  const state = { schedule: null, used: null, notes: null, timer: null, error: null, seq: 0, removed: false,
+    override: {} };
 
   const draw = () => {
     if (state.removed) return;
@@ -117,12 +135,16 @@ function attachPlot(node) {
     const s = state.schedule;
     let span = s.runs ? `steps ${s.start}→${s.end} of ${s.sigmas.length - 1}` : "skips sampling (returns its input)";
     if (h.seamless && s.runs) span = `seamless · continues at step ${h.seamless.from} · ${span}`;
-    const plain = plainNode(node);
-    const noiseInput = plain.inputs.find((i) => i.name === "noise");
-    canvas.dataset.noiseInput = noiseInput?.origin ? "1" : "";
-    if (noiseInput?.origin) span += " · seed/add_noise from the noise input";
+    const o = state.override || {};
+    canvas.dataset.noiseInput = o.noise ? "1" : "";
+    canvas.dataset.sigmasInput = o.sigmas || "";
+    canvas.dataset.samplerInput = o.sampler || "";
+    if (o.noise) span += " · seed/add_noise from the noise input";
+    if (o.sigmas) span += ` · sigmas from ${o.sigmas}`;
+    if (o.sampler) span += ` · sampler from ${o.sampler}`;
+    const name = node.comfyClass === "StepwiseSchedule" ? v.schedule : (o.schedule?.schedule ?? (o.sigmas ? "socket" : v.scheduler));
     drawPlot(ctx, layoutPlot(s, { width, height }),
-      { width, height, used: state.used, warning, title: `${v.scheduler} · ${span}`, seamless: h.seamless });
+      { width, height, used: state.used, warning, title: `${name} · ${span}`, seamless: h.seamless });
     canvas.dataset.steps = String(s.sigmas.length - 1);
     canvas.dataset.points = String(s.sigmas.length);
     canvas.dataset.drawn = String((Number(canvas.dataset.drawn) || 0) + 1);
@@ -133,10 +155,23 @@ function attachPlot(node) {
     const seq = ++state.seq;
     const query = { scheduler: v.scheduler, sampler: v.sampler_name, steps: v.steps, denoise: v.denoise ?? 1,
       start: v.start_at_step, end: v.end_at_step, node: node.id };
+    let extra = "";
+    state.override = sockets(node);
+    if (node.comfyClass === "StepwiseSchedule") {
+      delete query.scheduler;
+      extra = `&schedule=${encodeURIComponent(v.schedule)}`;
+    } else if (state.override.schedule) {
+      // sigmas from a Schedule (Stepwise) node: plot that schedule, sliced by this node's start/end
+      const sv = state.override.schedule;
+      query.steps = sv.steps;
+      query.denoise = sv.denoise;
+      delete query.scheduler;
+      extra = `&schedule=${encodeURIComponent(sv.schedule)}`;
+    }
     canvas.dataset.nodeId = String(node.id);
     if (v.return_with_leftover_noise !== undefined) query.leftover = v.return_with_leftover_noise;
     try {
-      const res = await api.fetchApi(sigmasQuery(query) + (query.leftover ? `&leftover=${query.leftover}` : ""));
+      const res = await api.fetchApi(sigmasQuery(query) + (query.leftover ? `&leftover=${query.leftover}` : "") + extra);
       const body = await res.json();
       if (seq !== state.seq) return; // a newer request is on its way
       state.error = res.ok ? null : body.error;

@@ -4,6 +4,8 @@ from __future__ import annotations
 from .efficient import StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced
 from .noise import StepwiseNoise
+from .sampler import StepwiseSampler
+from .schedule import StepwiseSchedule
 from .script import StepwiseHiResFixScript, StepwiseNoiseScript
 
 NODE_CLASS_MAPPINGS = {
@@ -14,6 +16,8 @@ NODE_CLASS_MAPPINGS = {
     "StepwiseHiResFixScript": StepwiseHiResFixScript,
     "StepwiseNoiseScript": StepwiseNoiseScript,
     "StepwiseNoise": StepwiseNoise,
+    "StepwiseSchedule": StepwiseSchedule,
+    "StepwiseSampler": StepwiseSampler,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -24,8 +28,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseHiResFixScript": "HiRes-Fix Script (Stepwise)",
     "StepwiseNoiseScript": "SDE Noise Script (Stepwise)",
     "StepwiseNoise": "Noise (Stepwise)",
+    "StepwiseSchedule": "Schedule (Stepwise)",
+    "StepwiseSampler": "Sampler (Stepwise)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
            "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
-           "StepwiseNoiseScript", "StepwiseNoise"]
+           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler"]

@@ -82,11 +82,26 @@ class _SamplerFunction:
 
 
 class NativeSampler:
-    """A sampler of the installed ComfyUI that this pack does not implement, run through ComfyUI's own object."""
+    """A sampler run through ComfyUI's own object: one of the installed ComfyUI's names that this pack does not
+    implement, or a SAMPLER from core's nodes (KSamplerSelect, SamplerDPMPP_SDE, ...)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, sampler: Any = None) -> None:
         self.name = name
-        self.sampler = comfy.samplers.sampler_object(name)
+        self.sampler = comfy.samplers.sampler_object(name) if sampler is None else sampler
+
+    @classmethod
+    def of(cls, sampler: Any) -> "NativeSampler":
+        fn = getattr(sampler, "sampler_function", None)
+        name = getattr(fn, "__name__", "").removeprefix("sample_")
+        return cls(name, sampler)
+
+    def plan_name(self, fallback: str) -> str:
+        """The name whose schedule rule applies (dpm_2/uni_pc drop the penultimate sigma), if recognisable."""
+        from ..sampling import SAMPLERS
+
+        aliases = {"unipc": "uni_pc"}
+        name = aliases.get(self.name, self.name)
+        return name if name in SAMPLERS else fallback
 
 
 _NATIVE_NOTED: set[str] = set()

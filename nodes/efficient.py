@@ -122,10 +122,10 @@ class StepwiseKSamplerEfficient:
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                preview_method, vae_decode, optional_vae=None, script=None, prompt=None, extra_pnginfo=None,
-               unique_id=None, noise=None):
+               unique_id=None, noise=None, sigmas=None, sampler=None):
         sampling = {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler,
-                    "denoise": denoise, "noise": noise}
-        check_widgets(type(self), {**{k: v for k, v in sampling.items() if k != "noise"},
+                    "denoise": denoise, "noise": noise, "sigmas": sigmas, "sampler": sampler}
+        check_widgets(type(self), {**{k: v for k, v in sampling.items() if k not in ("noise", "sigmas", "sampler")},
                                    "preview_method": preview_method})
         return _efficient("KSampler", model, positive, negative, latent_image, preview_method, vae_decode,
                           optional_vae, script, VAE_DECODE, sampling, prompt, extra_pnginfo, unique_id)
@@ -148,7 +148,7 @@ class StepwiseKSamplerAdvancedEfficient:
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, preview_method, vae_decode,
                optional_vae=None, script=None, prompt=None, extra_pnginfo=None, unique_id=None, split_mode="comfy",
-               noise=None):
+               noise=None, sigmas=None, sampler=None):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
@@ -158,6 +158,6 @@ class StepwiseKSamplerAdvancedEfficient:
                     "scheduler": scheduler, "denoise": 1.0, "disable_noise": add_noise == "disable",
                     "start_step": start_at_step, "last_step": end_at_step,
                     "force_full_denoise": return_with_leftover_noise != "enable", "split_mode": split_mode,
-                    "noise": noise}
+                    "noise": noise, "sigmas": sigmas, "sampler": sampler}
         return _efficient("KSamplerAdvanced", model, positive, negative, latent_image, preview_method, vae_decode,
                           optional_vae, script, VAE_DECODE_ADVANCED, sampling, prompt, extra_pnginfo, unique_id)

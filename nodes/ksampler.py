@@ -9,6 +9,7 @@ from ..sampling import SAMPLERS, RunInfo, common_ksampler
 from ..schedulers import SCHEDULERS
 from .bridge import as_backend, current_observer, is_comfy_model
 from .noise import StepwiseNoiseValue
+from .sampler import SamplerSpec
 from .profile import combo_spec, current_profile, sampler_names, scheduler_names
 from .schedule_api import remember_model_sampling
 from .widgets import check_widgets
@@ -21,6 +22,10 @@ log = logging.getLogger("stepwise")
 SEED_SPEC = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "The random seed used for creating the noise."})
 STEPS_SPEC = ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of steps in the schedule."})
+SIGMAS_SPEC = ("SIGMAS", {"tooltip": "When connected, replaces scheduler, steps and denoise (KSampler Advanced slices "
+                                     "it with start/end as its own schedule): Schedule (Stepwise) or core's schedulers."})
+SAMPLER_SPEC = ("SAMPLER", {"tooltip": "When connected, replaces sampler_name: Sampler (Stepwise) (any sampler with "
+                                       "options) or, inside ComfyUI, core's SAMPLER nodes."})
 NOISE_SPEC = ("NOISE", {"tooltip": "When connected, replaces the seed widget and add_noise: a Noise (Stepwise) node "
                                    "(per-item seeds, variations) or core's RandomNoise/DisableNoise."})
 SPLIT_MODE_SPEC = (["comfy", "seamless"], {
@@ -94,9 +99,23 @@ def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positi
     noise = kw.pop("noise", None)
     if noise is not None:
         kw["noise"] = noise.source if isinstance(noise, StepwiseNoiseValue) else noise
+    sampler = kw.pop("sampler", None)
+    if sampler is not None:
+        if isinstance(sampler, SamplerSpec):
+            sampler_name, kw["sampler_extra"] = sampler.name, sampler.kwargs()
+        elif is_comfy_model(model) and hasattr(sampler, "sample") and hasattr(sampler, "sampler_function"):
+            from .comfy_bridge import NativeSampler
+
+            kw["native_sampler"] = NativeSampler.of(sampler)
+            sampler_name = kw["native_sampler"].plan_name(sampler_name)
+        else:
+            raise ValueError(f"sampler: expected a SAMPLER (Sampler (Stepwise), or core's KSamplerSelect inside "
+                             f"ComfyUI), got {type(sampler).__name__}")
+    if kw.get("sigmas") is None:
+        kw.pop("sigmas", None)
     backend = as_backend(model)
     remember_model_sampling(unique_id, getattr(backend, "model_sampling", None))
-    if sampler_name not in SAMPLERS and is_comfy_model(model):
+    if sampler_name not in SAMPLERS and is_comfy_model(model) and "native_sampler" not in kw:
         from .comfy_bridge import native_sampler
 
         kw["native_sampler"] = native_sampler(sampler_name)  # a newer ComfyUI's sampler we do not implement
@@ -169,6 +188,8 @@ class StepwiseKSampler:
                                   "tooltip": "How much of the schedule to run; below 1 keeps the input's structure."}),
         }, "optional": {
             "noise": NOISE_SPEC,
+            "sigmas": SIGMAS_SPEC,
+            "sampler": SAMPLER_SPEC,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
@@ -177,11 +198,12 @@ class StepwiseKSampler:
     DESCRIPTION = "KSampler with Stepwise's sampling core: identical results to the core node."
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
-               unique_id=None, noise=None):
+               unique_id=None, noise=None, sigmas=None, sampler=None):
         check_widgets(type(self), {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
                                    "scheduler": scheduler, "denoise": denoise})
         out, info = run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                        latent_image, denoise=denoise, unique_id=unique_id, noise=noise)
+                                        latent_image, denoise=denoise, unique_id=unique_id, noise=noise,
+                                        sigmas=sigmas, sampler=sampler)
         return with_ui(model, out, info)
 
 
@@ -203,6 +225,8 @@ class StepwiseKSamplerAdvanced:
         }, "optional": {
             "split_mode": SPLIT_MODE_SPEC,
             "noise": NOISE_SPEC,
+            "sigmas": SIGMAS_SPEC,
+            "sampler": SAMPLER_SPEC,
         }, "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("LATENT",)
@@ -212,7 +236,7 @@ class StepwiseKSamplerAdvanced:
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0, unique_id=None,
-               split_mode="comfy", noise=None):
+               split_mode="comfy", noise=None, sigmas=None, sampler=None):
         check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
                                    "sampler_name": sampler_name, "scheduler": scheduler,
                                    "start_at_step": start_at_step, "end_at_step": end_at_step,
@@ -222,5 +246,5 @@ class StepwiseKSamplerAdvanced:
                                         latent_image, denoise=denoise, disable_noise=add_noise == "disable",
                                         start_step=start_at_step, last_step=end_at_step,
                                         force_full_denoise=return_with_leftover_noise != "enable", unique_id=unique_id,
-                                        split_mode=split_mode, noise=noise)
+                                        split_mode=split_mode, noise=noise, sigmas=sigmas, sampler=sampler)
         return with_ui(model, out, info)

@@ -13,6 +13,10 @@ from ..sampling import SAMPLER_NAMES
 from ..schedulers import SCHEDULER_NAMES, DiscreteModelSampling, plan_sigmas
 from .profile import sampler_names, scheduler_names
 
+import torch
+
+from ..schedulers.extra import SCHEDULE_NAMES, SCHEDULES, schedule_sigmas
+
 __all__ = ["sigmas_response", "remember_model_sampling", "MAX_PLOT_STEPS"]
 
 MAX_PLOT_STEPS = 1000
@@ -78,7 +82,10 @@ def _floats(t) -> list:
 def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
     """(HTTP status, JSON body). 400 bodies are ``{"error": "<input>: <reason>"}``."""
     try:
-        scheduler = query.get("scheduler")
+        schedule = query.get("schedule")
+        scheduler = query.get("scheduler") if schedule is None else "normal"
+        if schedule is not None and schedule not in SCHEDULE_NAMES:
+            raise _BadRequest(f"schedule: {schedule!r} is not one of {', '.join(SCHEDULE_NAMES)}")
         if scheduler not in SCHEDULER_NAMES and scheduler not in scheduler_names():
             raise _BadRequest(f"scheduler: {scheduler!r} is not one of {', '.join(SCHEDULER_NAMES)}")
         sampler = query.get("sampler") or "euler"
@@ -95,14 +102,29 @@ def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
         return 400, {"error": str(exc)}
     ref = _LAST.get(str(query.get("node")))
     ms = (ref() if ref is not None else None) or _default_ms()
+    given = None
+    if schedule is not None:
+        params = {}
+        for p in SCHEDULES[schedule].params:
+            if query.get(p.name) not in (None, ""):
+                try:
+                    params[p.name] = int(query[p.name]) if p.kind == "INT" else float(query[p.name])
+                except ValueError:
+                    return 400, {"error": f"{p.name}: expected a number, got {query[p.name][:40]!r}"}
+        try:
+            given = schedule_sigmas(ms, schedule, steps, denoise, **params)
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        if given.numel() == 0:
+            given = torch.zeros([1])
     plan = plan_sigmas(ms, scheduler, sampler, steps, denoise, start if start else None,
-                       end if end < 10000 else None, leftover != "enable")
+                       end if end < 10000 else None, leftover != "enable", sigmas=given)
     runs = plan.runs
     full = plan.full
     used = plan.sigmas if runs else None
     first = plan.start_index if runs else None
     return 200, {
-        "scheduler": scheduler, "sampler": sampler, "steps": steps, "denoise": denoise,
+        "scheduler": schedule or scheduler, "sampler": sampler, "steps": steps, "denoise": denoise,
         "sigmas": _floats(full), "runs": runs,
         "start": first, "end": (first + len(used) - 1) if runs else None,
         "used": _floats(used) if runs else [], "total_steps": plan.total_steps,

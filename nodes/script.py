@@ -82,7 +82,7 @@ def _hires_fix(sample: Callable[..., dict], latent: dict, script: StepwiseScript
     up = upscale_latent(sample(latent), float(o["upscale_by"]), o["upscale_method"])
     # the second pass is a plain KSampler pass, also after an Advanced node
     overrides = {"steps": o["hires_steps"], "denoise": o["denoise"], "disable_noise": False, "start_step": None,
-                 "last_step": None, "force_full_denoise": False}
+                 "last_step": None, "force_full_denoise": False, "sigmas": None, "split_mode": "comfy"}
     if o.get("seed", -1) >= 0:
         overrides["seed"] = o["seed"]
     return sample(up, **overrides)

@@ -122,6 +122,15 @@ def _check_common(seed, steps, cfg, sampler_name, scheduler, denoise, start_step
         raise ValueError(f"profile: expected a behaviour Profile, got {type(profile).__name__}")
 
 
+def check_sigmas(sigmas: Any) -> torch.Tensor:
+    """A SIGMAS input: a 1-D float tensor of at least one value (one value: nothing to run)."""
+    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 1 or \
+            not (sigmas.is_floating_point() or sigmas.dtype in (torch.int32, torch.int64)):
+        shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
+        raise ValueError(f"sigmas: expected a 1-D tensor of sigmas (a SIGMAS output), got {shape}")
+    return sigmas.detach().to(torch.float32).cpu()
+
+
 def sampler_options(sampler_name: str, source: NoiseSource, profile: Profile) -> dict:
     """The keyword options the run hands the sampler: its noise source and the profile's flags for it."""
     options = dict(profile_options(sampler_name, profile))
@@ -136,7 +145,8 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
                     callback: StepCallback | None = None, disable_pbar: bool = True,
                     info: RunInfo | None = None, sde_noise: str = "brownian", *, profile: Profile | None = None,
                     noise: NoiseSource | None = None, native_sampler: Any = None,
-                    native_schedule: Any = None, split_mode: str = "comfy") -> tuple[dict]:
+                    native_schedule: Any = None, split_mode: str = "comfy", sigmas: torch.Tensor | None = None,
+                    sampler_extra: dict | None = None) -> tuple[dict]:
     """ComfyUI's ``nodes.common_ksampler`` with the same parameters, plus a per-step callback.
 
     ``profile`` is the ComfyUI release whose numbers to reproduce (default: the newest, ``NEWEST``).
@@ -153,6 +163,8 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
                   native, native_schedule is not None)
     if split_mode not in SPLIT_MODES:
         raise ValueError(f"split_mode: {split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
+    if sigmas is not None:
+        sigmas = check_sigmas(sigmas)
     sampler_fn = native_sampler if native else get_sampler(sampler_name)
     foreign = None  # another pack's (or core's) NOISE: its own initial noise, its seed for the per-step noise
     if noise is None:
@@ -186,8 +198,8 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     latent_image = latent_in = model.fix_empty_latent_channels(latent["samples"])
     noise_mask = latent.get("noise_mask")
     plan = plan_sigmas(model.model_sampling, scheduler, sampler_name, steps, denoise, start_step, last_step,
-                       force_full_denoise, schedule_fn=native_schedule)
-    options = {} if native else sampler_options(sampler_name, source, profile)
+                       force_full_denoise, schedule_fn=native_schedule, sigmas=sigmas)
+    options = {} if native else {**sampler_options(sampler_name, source, profile), **(sampler_extra or {})}
     seamless = None
     if split_mode == "seamless" and nested:
         if info is not None:
@@ -198,7 +210,7 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     if seamless is not None and seamless.state is not None:  # continuing a run: its noise, not this node's
         st = seamless.state
         source = NoiseSource(**st.noise_source)
-        options = {**sampler_options(sampler_name, source, profile), **st.options}
+        options = {**sampler_options(sampler_name, source, profile), **(sampler_extra or {}), **st.options}
         initial, latent_image = st.noise, st.latent
     elif foreign is not None:
         initial = foreign.generate_noise({**latent, "samples": latent_image})

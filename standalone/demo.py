@@ -151,6 +151,24 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     save_png(_sheet([row, strip], "per-item noise: item 3 of a batch re-made alone; a variation strip (strength 0 -> 1)"),
              out / "noise.png")
 
+    say("schedules: every Stepwise schedule at 10 steps (dpmpp_2m, through the sigmas socket)")
+    from ..schedulers.extra import SCHEDULE_NAMES
+
+    sched_tiles = []
+    for name in SCHEDULE_NAMES:
+        def edit(prompt, name=name):
+            sched = next(nid for nid, n in prompt.nodes.items() if n["class_type"] == "StepwiseSchedule")
+            prompt.nodes[sched]["inputs"]["schedule"] = name
+            sampler = next(nid for nid, n in prompt.nodes.items() if n["class_type"] == "StepwiseSampler")
+            prompt.nodes[sampler]["inputs"]["sampler_name"] = "dpmpp_2m"
+            save = next(nid for nid, n in prompt.nodes.items() if n["class_type"] == "SaveImage")
+            prompt.nodes[save]["inputs"]["filename_prefix"] = f"schedules/{name}"
+        p, res, ctx = run("schedules", edit)
+        sched_tiles.append(_tile(Image.open(ctx.written[0]), name))
+    rows = [sched_tiles[i:i + 6] for i in range(0, len(sched_tiles), 6)]
+    save_png(_sheet(rows, "every schedule at 10 steps, dpmpp_2m, 'blue star on white background' (demo model)"),
+             out / "schedules.png")
+
     say("img2img: the input picture, noised for step 8 of 20, sampled with 'orange star, black background'")
     p, res, ctx = run("img2img")
     tiles[0] += [_tile(Image.open(input_dir / "demo_input.png"), "img2img input"),

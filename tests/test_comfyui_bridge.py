@@ -174,7 +174,7 @@ def test_profile_and_combos_follow_the_installed_comfyui(comfy_env):
     # the node ids and widget order of core KSamplerAdvanced come first, split_mode is the last (optional) widget
     core_adv = list(nodes.KSamplerAdvanced.INPUT_TYPES()["required"])
     ours = StepwiseKSamplerAdvanced.INPUT_TYPES()
-    assert list(ours["required"]) == core_adv and list(ours["optional"]) == ["split_mode", "noise"]
+    assert list(ours["required"]) == core_adv and list(ours["optional"]) == ["split_mode", "noise", "sigmas", "sampler"]
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "dpmpp_2m_sde", "euler_ancestral", "uni_pc", "heun",
@@ -294,3 +294,71 @@ def test_stepwise_noise_in_cores_sampler_custom_advanced(comfy_env, golden_set, 
                             sigmas=sigmas, latent_image=latent)
         assert torch.equal(out["samples"], core_out["samples"])
         assert torch.allclose(ours["samples"], core_out["samples"], rtol=1e-5, atol=1e-5)
+
+
+def test_our_schedules_equal_cores_scheduler_nodes(comfy_env, golden_set):
+    nodes, comfy = comfy_env
+    import comfy_extras.nodes_align_your_steps as ays
+    import comfy_extras.nodes_custom_sampler as custom
+    from stepwise_sampler.nodes import StepwiseSchedule
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    for steps in (10, 4, 23):
+        (core,) = _call(ays.AlignYourStepsScheduler, model_type="SD1", steps=steps, denoise=1.0)
+        (ours,) = StepwiseSchedule().make(patcher, "ays_sd1", steps, 1.0)["result"]
+        assert torch.equal(ours, core.float())
+    import importlib
+    try:
+        gits = importlib.import_module("comfy_extras.nodes_gits")
+        (core,) = _call(gits.GITSScheduler, coeff=1.2, steps=10, denoise=1.0)
+        assert torch.equal(StepwiseSchedule().make(patcher, "gits", 10, 1.0)["result"][0], core.float())
+    except ModuleNotFoundError:
+        pass
+    (core,) = _call(custom.PolyexponentialScheduler, steps=12, sigma_max=14.614642, sigma_min=0.0291675, rho=1.0)
+    assert torch.equal(StepwiseSchedule().make(patcher, "polyexponential", 12, 1.0)["result"][0], core)
+    (core,) = _call(custom.VPScheduler, steps=12, beta_d=19.9, beta_min=0.1, eps_s=0.001)
+    assert torch.equal(StepwiseSchedule().make(patcher, "vp", 12, 1.0)["result"][0], core)
+    (core,) = _call(custom.LaplaceScheduler, steps=12, sigma_max=14.614642, sigma_min=0.0291675, mu=0.0, beta=0.5)
+    assert torch.equal(StepwiseSchedule().make(patcher, "laplace", 12, 1.0)["result"][0][:-1], core)
+    for name in ("karras", "normal", "beta", "kl_optimal"):
+        (core,) = _call(custom.BasicScheduler, model=patcher, scheduler=name, steps=9, denoise=0.8)
+        assert torch.equal(StepwiseSchedule().make(patcher, name, 9, 0.8)["result"][0], core.float()), name
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "euler_ancestral", "dpmpp_2m_sde"])
+def test_sockets_take_cores_sigmas_and_samplers(comfy_env, golden_set, sampler):
+    nodes, comfy = comfy_env
+    import comfy_extras.nodes_align_your_steps as ays
+    import comfy_extras.nodes_custom_sampler as custom
+    from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseSchedule
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    (noise,) = _call(custom.RandomNoise, noise_seed=13)
+    (guider,) = _call(custom.CFGGuider, model=patcher, positive=pos, negative=neg, cfg=5.0)
+    (ksel,) = _call(custom.KSamplerSelect, sampler_name=sampler)
+    (ays_sig,) = _call(ays.AlignYourStepsScheduler, model_type="SD1", steps=10, denoise=1.0)
+    # core's SIGMAS in our socket == core's SamplerCustomAdvanced
+    core_out, _ = _call(custom.SamplerCustomAdvanced, noise=noise, guider=guider, sampler=ksel, sigmas=ays_sig,
+                        latent_image=latent)
+    ours = _latent(StepwiseKSampler().sample(patcher, 13, 5, 5.0, sampler, "normal", pos, neg, latent, 1.0,
+                                             sigmas=ays_sig))
+    assert torch.allclose(ours["samples"], core_out["samples"], rtol=1e-5, atol=1e-5)
+    # our SIGMAS in core's SamplerCustomAdvanced
+    (our_sig,) = StepwiseSchedule().make(patcher, "ays_sd1", 10, 1.0)["result"]
+    core_ours, _ = _call(custom.SamplerCustomAdvanced, noise=noise, guider=guider, sampler=ksel, sigmas=our_sig,
+                         latent_image=latent)
+    assert torch.equal(core_ours["samples"], core_out["samples"])
+    # core's SAMPLER object in our sampler socket (runs through ComfyUI's own function)
+    via_core_sampler = _latent(StepwiseKSampler().sample(patcher, 13, 5, 5.0, "euler", "normal", pos, neg, latent,
+                                                         1.0, sigmas=ays_sig, sampler=ksel))
+    assert torch.allclose(via_core_sampler["samples"], core_out["samples"], rtol=1e-5, atol=1e-5)
+    # SplitSigmas halves sliced by start/end like our own schedule
+    (high, low) = _call(custom.SplitSigmas, sigmas=ays_sig, step=4)
+    part = _latent(StepwiseKSamplerAdvanced().sample(patcher, "enable", 13, 5, 5.0, sampler, "normal", pos, neg,
+                                                     latent, 0, 10000, "enable", sigmas=high))
+    core_part, _ = _call(custom.SamplerCustomAdvanced, noise=noise, guider=guider, sampler=ksel, sigmas=high,
+                         latent_image=latent)
+    assert torch.allclose(part["samples"], core_part["samples"], rtol=1e-5, atol=1e-5)

@@ -56,7 +56,7 @@ def test_inputs_outputs_follow_the_efficiency_node():
                                                                                                   "vae_decode"]
     assert adv["required"]["preview_method"][0] == ["auto", "latent2rgb", "taesd", "none"]
     assert adv["required"]["vae_decode"][0] == ["true", "true (tiled)", "false", "output only", "output only (tiled)"]
-    assert list(adv["optional"]) == ["optional_vae", "script", "split_mode", "noise"]  # split_mode: the last widget
+    assert list(adv["optional"]) == ["optional_vae", "script", "split_mode", "noise", "sigmas", "sampler"]
     assert adv["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
     for cls in (StepwiseKSamplerEfficient, StepwiseKSamplerAdvancedEfficient):
         assert cls.RETURN_TYPES == ("MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "VAE", "IMAGE")
