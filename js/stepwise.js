@@ -269,8 +269,51 @@ async function serveDefaultGraph() {
   }
 }
 
+// --- "Migrate samplers to Stepwise": the server migrates (the same code as `stepwise migrate`), the editor reloads
+const MIGRATABLE = new Set(["KSampler", "KSamplerAdvanced", "KSampler (Efficient)", "KSampler Adv. (Efficient)",
+  "HighRes-Fix Script", "Noise Control Script", "Tiled Upscaler Script"]);
+const MIGRATE_LABEL = "Migrate samplers to Stepwise";
+
+async function migrate(nodeIds = null) {
+  const workflow = app.graph.serialize();
+  const res = await api.fetchApi("/stepwise/migrate", { method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ workflow, nodes: nodeIds }) });
+  const body = await res.json();
+  if (!res.ok) throw new Error(body.error || `migration failed (${res.status})`);
+  if (body.changed > 0) await app.loadGraphData(body.workflow);
+  const detail = body.report.join("\n");
+  console.info(`stepwise: ${MIGRATE_LABEL}\n${detail}`);
+  safe(() => app.extensionManager?.toast?.add({ severity: "info", summary: MIGRATE_LABEL, detail, life: 6000 }));
+  window.__stepwiseLastMigration = body;
+  return body;
+}
+
 app.registerExtension({
   name: "stepwise.schedule",
+  commands: [{ id: "Stepwise.MigrateSamplers", label: MIGRATE_LABEL, icon: "pi pi-sync", function: () => migrate() }],
+  menuCommands: [{ path: ["Extensions", "Stepwise"], commands: ["Stepwise.MigrateSamplers"] }],
+  // frontend 1.3x+: the canvas and node context menus
+  getCanvasMenuItems() {
+    return [null, { content: MIGRATE_LABEL, callback: () => migrate() }];
+  },
+  getNodeMenuItems(node) {
+    if (!MIGRATABLE.has(node.comfyClass || node.type)) return [];
+    return [null, { content: MIGRATE_LABEL, callback: () => migrate([node.id]) }];
+  },
+  // older frontends: the node menu of the migratable core types, through their own hook
+  async beforeRegisterNodeDef(nodeType, nodeData) {
+    if (!MIGRATABLE.has(nodeData?.name) || nodeType.prototype.__stepwiseMenu) return;
+    const previous = nodeType.prototype.getExtraMenuOptions;
+    nodeType.prototype.__stepwiseMenu = true;
+    nodeType.prototype.getExtraMenuOptions = function (canvas, options) {
+      const result = previous?.apply(this, [canvas, options]);
+      // frontends that collect getNodeMenuItems (app.collectNodeMenuItems) show our entry from there
+      if (typeof app.collectNodeMenuItems !== "function" && !options.some?.((o) => o?.content === MIGRATE_LABEL)) {
+        options.push(null, { content: MIGRATE_LABEL, callback: () => migrate([this.id]) });
+      }
+      return result;
+    };
+  },
   nodeCreated(node) {
     if (PLOTTED.has(node.comfyClass)) attachPlot(node);
   },
@@ -278,3 +321,5 @@ app.registerExtension({
     serveDefaultGraph(); // not awaited: the editor waits for setup() before it opens its graph
   },
 });
+
+

@@ -15,6 +15,7 @@ from ..preview import PREVIEW_METHODS, PreviewConfig, check_preview_method
 from .bridge import current_observer, is_comfy_model
 from .cache import RESULT_CACHE
 from .noise import StepwiseNoiseValue
+from .recipe import recipe_document
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced, run_common_ksampler, ui_summary
 from .script import apply_script, check_script
 from .widgets import check_widgets
@@ -60,8 +61,9 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
         raise ValueError(f"vae_decode: {vae_decode!r} needs a VAE, but optional_vae is not connected and the model "
                          f"brings none; connect optional_vae or set vae_decode to 'false'")
     key = (node, model, positive, negative, latent_image, sampling, script)
-    out = RESULT_CACHE.get(key)
+    cached = RESULT_CACHE.get(key)
     runs: list = []
+    out, recipes = (None, []) if cached is None else cached
     if out is None:
         preview = PreviewConfig(method=preview_method)
 
@@ -74,20 +76,23 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
             return res
 
         out = apply_script(script, sample, latent_image)
-        RESULT_CACHE.put(key, out)
+        recipes = [dict(r.recipe) for r in runs if r.recipe]
+        RESULT_CACHE.put(key, (out, recipes))
     out = dict(out)
+    recipe = recipe_document([dict(r) for r in recipes], None if unique_id is None else str(unique_id), None,
+                             prompt if isinstance(prompt, dict) else None)
     images = EMPTY_IMAGE if vae_decode == "false" else decode_latent(vae, out, vae_decode)
     shown: list[dict] = []
     if vae_decode in SHOWN:
         if is_comfy_model(model):
             from .comfy_bridge import comfy_show_images
 
-            shown = comfy_show_images(images, prompt, extra_pnginfo)
+            shown = comfy_show_images(images, prompt, {**(extra_pnginfo or {}), "stepwise": recipe})
         else:
             observer = current_observer()
             if observer is not None and observer.show_images is not None:
                 shown = observer.show_images(images)
-    ui = {"images": shown}
+    ui = {"images": shown, "stepwise_recipe": [recipe]}
     if runs:
         ui["stepwise"] = [ui_summary(runs[0])]
     return {"ui": ui, "result": (model, positive, negative, out, vae, images)}

@@ -9,6 +9,7 @@ from ..sampling import SAMPLERS, RunInfo, common_ksampler
 from ..schedulers import SCHEDULERS
 from .bridge import as_backend, current_observer, is_comfy_model
 from .noise import StepwiseNoiseValue
+from .recipe import run_recipe
 from .sampler import SamplerSpec
 from .profile import combo_spec, current_profile, sampler_names, scheduler_names
 from .schedule_api import remember_model_sampling
@@ -123,9 +124,10 @@ def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positi
         from .comfy_bridge import native_schedule
 
         kw["native_schedule"] = native_schedule(scheduler)
+    profile = kw.pop("profile", None) or current_profile()
     out = common_ksampler(backend, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                          latent_image, callback=callback, disable_pbar=disable_pbar, info=info,
-                          profile=kw.pop("profile", None) or current_profile(), **kw)
+                          latent_image, callback=callback, disable_pbar=disable_pbar, info=info, profile=profile, **kw)
+    info.recipe = run_recipe(info, unique_id, sampler_name, scheduler, steps, cfg, kw, profile, model)
     report_notes(info, unique_id)
     observer = current_observer()
     if observer is not None:
@@ -153,6 +155,9 @@ def ui_summary(info: RunInfo) -> dict:
         summary["seamless"] = dict(info.seamless)
     if info.noise_source is not None:
         summary["noise"] = info.noise_source.describe()
+    recipe = getattr(info, "recipe", None)
+    if recipe is not None:
+        summary["recipe"] = {k: v for k, v in recipe.items() if k != "sigmas"}  # the sigmas are the points above
     return summary
 
 

@@ -17,7 +17,7 @@ import torch
 
 from ..schedulers.extra import SCHEDULE_NAMES, SCHEDULES, schedule_sigmas
 
-__all__ = ["sigmas_response", "remember_model_sampling", "MAX_PLOT_STEPS"]
+__all__ = ["sigmas_response", "remember_model_sampling", "MAX_PLOT_STEPS", "migrate_response"]
 
 MAX_PLOT_STEPS = 1000
 _DEFAULT = None
@@ -130,3 +130,20 @@ def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
         "used": _floats(used) if runs else [], "total_steps": plan.total_steps,
         "table": "model" if ref is not None and ref() is not None else "sd15",
     }
+
+
+def migrate_response(body) -> tuple[int, dict]:
+    """``POST /stepwise/migrate`` ``{"workflow": graph, "nodes": [ids] (optional)}`` -> the migrated graph and the
+    report lines (the editor's "Migrate samplers to Stepwise" entries)."""
+    from .migrate import migrate_workflow
+
+    if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
+        return 400, {"error": "workflow: expected the editor's graph as a JSON object"}
+    only = body.get("nodes")
+    if only is not None and (not isinstance(only, list) or not all(isinstance(i, (int, str)) for i in only)):
+        return 400, {"error": "nodes: expected a list of node ids"}
+    try:
+        migrated, report = migrate_workflow(body["workflow"], set(only) if only else None)
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        return 400, {"error": f"workflow: cannot be migrated ({exc})"}
+    return 200, {"workflow": migrated, "report": report.lines(), "changed": len(report.changed)}

@@ -55,6 +55,7 @@ class RunInfo:
     noise_source: Any = None
     notes: list = field(default_factory=list)
     seamless: dict | None = None
+    recipe: dict | None = None
 
 
 def _check_int(value: Any, name: str, lo: int, hi: int) -> int:

@@ -144,11 +144,111 @@ def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, 
     return results, ctx
 
 
+def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, quiet: bool = True) -> dict:
+    """Re-run the workflow embedded in a PNG (its ``prompt``, else ``workflow`` chunk) with the profile its
+    ``stepwise`` recipe names, and compare the re-made image with the PNG's pixels."""
+    import json
+
+    import numpy
+    from PIL import Image
+
+    from ..nodes.bridge import Observer, observe
+    from ..nodes.profile import current_profile, set_standalone_profile
+    from .core_nodes import RunContext, show_on_node, use_context
+    from .workflow import WorkflowError, execute, parse_workflow
+
+    path = Path(png)
+    try:
+        img = Image.open(path)
+        img.load()
+    except (OSError, ValueError) as exc:
+        raise WorkflowError(f"--from-png: cannot read {path} ({exc})") from None
+    text = getattr(img, "text", {}) or {}
+    source = text.get("prompt") or text.get("workflow")
+    if not source:
+        raise WorkflowError(f"--from-png: {path} holds no workflow (no 'prompt' or 'workflow' text chunk)")
+    try:
+        data = json.loads(source)
+        recipe = json.loads(text["stepwise"]) if "stepwise" in text else {}
+    except json.JSONDecodeError as exc:
+        raise WorkflowError(f"--from-png: {path}: a metadata chunk is not JSON ({exc.msg})") from None
+    prompt = parse_workflow(data)
+    if "workflow" in text:
+        try:
+            prompt.workflow = json.loads(text["workflow"])
+        except json.JSONDecodeError:
+            pass
+    profiles = {r.get("profile") for r in recipe.get("samplers", []) if r.get("profile")}
+    before = current_profile()
+    if len(profiles) == 1:
+        set_standalone_profile(profiles.pop())
+    check_writable_dir(out, "--out")
+    ctx = RunContext(output_dir=Path(out), input_dir=Path(input_dir), notice=(lambda m: None) if quiet else print)
+    outputs: dict[str, dict] = {}
+    try:
+        with use_context(ctx), observe(Observer(show_images=show_on_node)):
+            execute(prompt, on_output=lambda nid, ui: outputs.__setitem__(nid, ui), notice=ctx.notice)
+    finally:
+        set_standalone_profile(before)
+    saved_by, index = recipe.get("saved_by"), recipe.get("image") or 0
+    candidates = [saved_by] if saved_by in outputs else [nid for nid, ui in outputs.items() if ui.get("images")]
+    if not candidates:
+        raise WorkflowError("--from-png: the re-run saved no image to compare")
+    entry = outputs[candidates[0]]["images"][index]
+    folder = Path(out) if entry.get("type") != "temp" else (ctx.temp_dir or Path(out) / "temp")
+    remade_path = folder / entry.get("subfolder", "") / entry["filename"]
+    a = numpy.asarray(img.convert("RGB"), dtype=numpy.int16)
+    b = numpy.asarray(Image.open(remade_path).convert("RGB"), dtype=numpy.int16)
+    same = a.shape == b.shape and bool((a == b).all())
+    diff = int(numpy.abs(a - b).max()) if a.shape == b.shape else None
+    return {"match": same, "max_diff": diff, "remade": remade_path, "node": candidates[0], "image": index}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """Execute a saved ComfyUI workflow (UI or API format) with the embedded demo model."""
+    if args.from_png:
+        result = remake_from_png(args.from_png, args.out, args.input_dir, quiet=False)
+        if result["match"]:
+            print(f"pixels match: {args.from_png} re-made exactly as {result['remade']}")
+            return 0
+        detail = "the sizes differ" if result["max_diff"] is None else f"max |difference| {result['max_diff']} of 255"
+        print(f"pixels differ: {args.from_png} vs {result['remade']} ({detail})")
+        return 1
+    if not args.workflow:
+        raise ValueError("run: give a workflow .json, or --from-png IMAGE.png")
     _, ctx = run_workflow_file(args.workflow, args.out, args.input_dir, args.preview)
     for path in ctx.written:
         print(f"wrote {path}")
+    return 0
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    """Move saved workflows onto Stepwise nodes (core and efficiency-nodes samplers and scripts)."""
+    import json
+
+    from .migrate import migrate_file, migrate_folder
+
+    if args.in_place:
+        folder = Path(args.source)
+        if not folder.is_dir():
+            raise ValueError(f"--in-place: {folder} is not a folder")
+        reports = migrate_folder(folder)
+        for path, report in reports.items():
+            for line in report.lines():
+                print(f"{path.name}: {line}")
+        summary = {str(p): r.as_dict() for p, r in reports.items()}
+    else:
+        if not args.target:
+            raise ValueError("migrate: give IN.json OUT.json, or --in-place FOLDER")
+        if Path(args.target).resolve() == Path(args.source).resolve():
+            raise ValueError("migrate: OUT.json is IN.json; use --in-place to rewrite (with a backup)")
+        report = migrate_file(Path(args.source), Path(args.target))
+        for line in report.lines():
+            print(line)
+        print(f"wrote {args.target}")
+        summary = report.as_dict()
+    if args.report:
+        Path(args.report).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return 0
 
 
@@ -179,11 +279,19 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--out", default="out", help="output folder (default: out)")
     demo.set_defaults(func=_cmd_demo)
     run = sub.add_parser("run", help=_cmd_run.__doc__)
-    run.add_argument("workflow", help="a workflow .json file (saved from the editor, or API format)")
+    run.add_argument("workflow", nargs="?", help="a workflow .json file (saved from the editor, or API format)")
+    run.add_argument("--from-png", metavar="IMAGE", help="re-run the workflow embedded in a PNG and report whether "
+                     "the pixels match (exit 0 if they do, 1 if not)")
     run.add_argument("--out", default="output", help="where SaveImage writes (default: output)")
     run.add_argument("--input-dir", default="input", help="where LoadImage reads (default: input)")
     run.add_argument("--preview", default=None, help="also write each sampler step's latent preview here")
     run.set_defaults(func=_cmd_run)
+    mig = sub.add_parser("migrate", help=_cmd_migrate.__doc__)
+    mig.add_argument("source", help="a workflow .json (or, with --in-place, a folder of them)")
+    mig.add_argument("target", nargs="?", help="where to write the migrated workflow")
+    mig.add_argument("--in-place", action="store_true", help="rewrite every .json of the folder (backups: *.json.bak)")
+    mig.add_argument("--report", help="also write the report as JSON here")
+    mig.set_defaults(func=_cmd_migrate)
     srv = sub.add_parser("serve", help=_cmd_serve.__doc__)
     srv.add_argument("--port", type=int, default=8188)
     srv.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

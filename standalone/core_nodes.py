@@ -287,7 +287,35 @@ def _next_counter(folder: Path, prefix: str, reserved=()) -> int:
     return best + 1
 
 
-def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_pnginfo=None) -> list[dict]:
+def _ancestors(prompt: dict, node_id: str) -> set[str]:
+    seen, todo = set(), [str(node_id)]
+    while todo:
+        nid = todo.pop()
+        if nid in seen or nid not in prompt:
+            continue
+        seen.add(nid)
+        for value in (prompt[nid].get("inputs") or {}).values():
+            if isinstance(value, list) and len(value) == 2:
+                todo.append(str(value[0]))
+    return seen - {str(node_id)}
+
+
+def _recipe_for(prompt: dict | None, node_id) -> dict | None:
+    """The recipe document of the sampler runs upstream of a save node (from this run's observer)."""
+    from ..nodes.bridge import current_observer
+    from ..nodes.recipe import recipe_document
+
+    observer = current_observer()
+    if observer is None or not isinstance(prompt, dict) or node_id is None:
+        return None
+    upstream = _ancestors(prompt, str(node_id))
+    recipes = [dict(r.recipe) for r in observer.runs if getattr(r, "recipe", None) and
+               r.recipe.get("node_id") in upstream]
+    return recipe_document(recipes, str(node_id), None, prompt)
+
+
+def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_pnginfo=None,
+                 recipe: dict | None = None) -> list[dict]:
     """Save a batch as ``prefix_00001_.png``...; returns ComfyUI's ``{filename, subfolder, type}`` entries
     (without ``type``), ``subfolder`` being the prefix's folder part relative to ``folder``."""
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -312,6 +340,8 @@ def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_
             info.add_text("prompt", json.dumps(prompt))
         for key, value in (extra_pnginfo or {}).items():
             info.add_text(key, json.dumps(value))
+        if recipe is not None:
+            info.add_text("stepwise", json.dumps({**recipe, "image": len(entries)}))
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         path = target / f"{sub.name}_{counter:05}_.png"
         if ctx.defer_writes:
@@ -328,15 +358,16 @@ class SaveImage:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {"images": ("IMAGE",), "filename_prefix": ("STRING", {"default": "ComfyUI"})},
-                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ()
     FUNCTION = "save_images"
     OUTPUT_NODE = True
     CATEGORY = "image"
 
-    def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None):
-        saved = _save_images(images, filename_prefix, current_context().output_dir, prompt, extra_pnginfo)
+    def save_images(self, images, filename_prefix="ComfyUI", prompt=None, extra_pnginfo=None, unique_id=None):
+        saved = _save_images(images, filename_prefix, current_context().output_dir, prompt, extra_pnginfo,
+                             _recipe_for(prompt, unique_id))
         return {"ui": {"images": [{**e, "type": "output"} for e in saved]}}
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from ..nodes.bridge import Observer, observe
-from ..nodes.schedule_api import sigmas_response
+from ..nodes.schedule_api import migrate_response, sigmas_response
 from ..preview import PreviewConfig
 from .core_nodes import RunContext, use_context
 from .jobs import JobQueryError, job_detail, job_list
@@ -543,6 +543,11 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
 
         return web.FileResponse(EXAMPLES_DIR / f"{DEFAULT_EXAMPLE}.json", headers={"Cache-Control": "no-cache"})
 
+    @both("POST", "/stepwise/migrate")
+    async def stepwise_migrate(request):
+        status, out = migrate_response(await json_body(request, dict, "migrate request"))
+        return web.json_response(out, status=status)
+
     @both("GET", "/stepwise/sigmas")
     async def stepwise_sigmas(request):
         status, body = sigmas_response(request.rel_url.query)
@@ -790,6 +795,8 @@ def make_app(out_dir: str | Path = "output", input_dir: str | Path = "input",
     @both("GET", "/userdata/{file}")
     async def userdata_file(request):
         name = request.match_info["file"]
+        if name.endswith("templates.json"):  # the editor's node templates: a list
+            return web.json_response([])
         if name.endswith(".json"):
             return web.json_response({})
         return web.Response(text="", content_type="text/css" if name.endswith(".css") else "text/plain")

@@ -235,9 +235,12 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
                 if idx < len(values):
                     inputs[name] = values[idx]
                 idx += width
+        optional = set(cls.INPUT_TYPES().get("optional", {}))
         for name, link in linked.items():
             r = resolve(link, None)
-            if r is None:
+            if r is None and name in optional:
+                inputs.pop(name, None)  # an optional input fed by a bypassed node with nothing to pass on
+            elif r is None:
                 inputs.pop(name, None)
                 inputs[name] = _Missing(link)
             elif r[0] == "value":

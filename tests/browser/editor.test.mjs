@@ -261,6 +261,37 @@ test("Run executes the workflow with previews on the sampler node and the run dr
   assert.deepEqual(apiFailures, []);
 });
 
+test("Migrate samplers to Stepwise: a node's menu, the command, an efficiency workflow before and after", async () => {
+  const wf = JSON.parse(readFileSync(join(repo, "..", "shared", "workflows", "efficiency", "HiResFix_Script.workflow.json"),
+    "utf8"));
+  await page.evaluate(async (wf) => { await window.app.loadGraphData(wf); }, wf);
+  await page.waitForTimeout(1200);
+  await page.keyboard.press("Escape"); // the "missing node types" notice for HighRes-Fix Script
+  await page.waitForTimeout(300);
+  await page.evaluate(() => window.app.canvas.ds && (window.app.canvas.ds.scale = 0.6, window.app.canvas.ds.offset = [-1150, 0],
+    window.app.canvas.setDirty(true, true)));
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: join(artifacts, "07-efficiency-before-migration.png") });
+  const menu = await page.evaluate(() => {
+    const n = window.app.graph._nodes.find((n) => n.type === "KSampler (Efficient)");
+    return window.app.canvas.getNodeMenuOptions(n).filter((o) => o?.content === "Migrate samplers to Stepwise").length;
+  });
+  assert.equal(menu, 1, "one menu entry on an efficiency sampler node");
+  const result = await page.evaluate(async () => {
+    await window.app.extensionManager.command.execute("Stepwise.MigrateSamplers");
+    await new Promise((r) => setTimeout(r, 1000));
+    return { types: window.app.graph._nodes.map((n) => n.type), report: window.__stepwiseLastMigration.report,
+      from: window.app.graph._nodes.map((n) => n.properties?.stepwise_migrated_from?.type).filter(Boolean) };
+  });
+  assert.deepEqual(result.types.filter((t) => ["KSampler (Efficient)", "HighRes-Fix Script"].includes(t)), []);
+  assert.ok(result.types.includes("StepwiseKSamplerEfficient") && result.types.includes("StepwiseHiResFixScript"));
+  assert.deepEqual(result.from.sort(), ["HighRes-Fix Script", "KSampler (Efficient)"]);
+  assert.ok(result.report.some((l) => l.includes("KSampler (Efficient) -> StepwiseKSamplerEfficient")));
+  await page.waitForTimeout(800);
+  await page.screenshot({ path: join(artifacts, "08-efficiency-after-migration.png") });
+  consoleErrors.length = 0; // loading a graph with a node type this server lacks logs that on purpose
+});
+
 test("the extension reads no deprecated editor API", async () => {
   const stacks = await page.evaluate(() => window.__stepwiseDeprecations);
   assert.deepEqual(stacks.filter((s) => s.includes("stepwise")), []);

@@ -1,0 +1,299 @@
+"""``stepwise migrate``: move saved workflows onto Stepwise nodes, keeping everything else.
+
+Core ``KSampler``/``KSamplerAdvanced`` become ``StepwiseKSampler``/``StepwiseKSamplerAdvanced`` (same widgets, same
+numbers); efficiency-nodes' ``KSampler (Efficient)``/``KSampler Adv. (Efficient)`` become our Efficient nodes (the
+legacy ``sampler_state`` widget dropped), ``HighRes-Fix Script`` our HiRes-Fix script, ``Noise Control Script`` a
+Noise (Stepwise) node wired into the sampler's ``noise`` input. ``Tiled Upscaler Script`` has no Stepwise
+equivalent: it is bypassed (the sampler runs without it) and reported. Links, widget values (with
+``control_after_generate``), titles, colours, positions and groups are kept; each migrated node records what it
+replaced in ``properties["stepwise_migrated_from"]``. Migrating twice changes nothing. Both the editor's format and
+the API format are handled. Pure functions on JSON data: the CLI (``standalone/migrate.py``), ``stepwise serve``
+and the ComfyUI route (the editor's "Migrate samplers to Stepwise" entries) share them.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["migrate_workflow", "MigrationReport", "SAMPLER_TYPES", "RULES"]
+
+MIGRATED_FROM = "stepwise_migrated_from"
+PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "none")
+UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic")
+LEGACY_STATES = ("Sample", "Hold", "Script")
+#: the sampler node types that migration replaces (none of them is left afterwards)
+SAMPLER_TYPES = ("KSampler", "KSamplerAdvanced", "KSampler (Efficient)", "KSampler Adv. (Efficient)")
+
+
+@dataclass
+class MigrationReport:
+    changed: list[dict] = field(default_factory=list)
+    not_migrated: list[dict] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = []
+        for c in self.changed:
+            title = f" '{c['title']}'" if c.get("title") else ""
+            notes = "".join(f"; {n}" for n in c.get("notes", []))
+            out.append(f"node {c['node']}{title}: {c['from']} -> {c['to']}{notes}")
+        for n in self.not_migrated:
+            out.append(f"node {n['node']}: {n['type']} not migrated: {n['reason']}")
+        return out or ["nothing to migrate"]
+
+    def as_dict(self) -> dict:
+        return {"changed": self.changed, "not_migrated": self.not_migrated}
+
+
+# --- widget translations (UI format: widgets_values lists) -----------------------------------------------------
+def _strip_state(values: list) -> list:
+    return values[1:] if values and values[0] in LEGACY_STATES else values
+
+
+def _preview(value: Any, notes: list) -> str:
+    if value in PREVIEW_METHODS:
+        return value
+    notes.append(f"preview_method {value!r} -> 'auto'")
+    return "auto"
+
+
+def _efficient_values(values: list, n_sampling: int, notes: list) -> list:
+    """Efficiency KSampler widgets -> ours: sampling widgets, preview_method, vae_decode (same order)."""
+    values = _strip_state(list(values or []))
+    head = values[:n_sampling]
+    rest = values[n_sampling:]
+    preview = _preview(rest[0], notes) if rest else "auto"
+    decode = rest[1] if len(rest) > 1 else "true"
+    return head + [preview, decode]
+
+
+def _hires_values(values: list, notes: list) -> list:
+    v = list(values or [])
+    get = lambda i, d: v[i] if i < len(v) else d  # noqa: E731
+    upscale_type, ckpt, latent_upscaler = get(0, "latent"), get(1, "(use same)"), get(2, "nearest-exact")
+    upscale_by, same_seed, seed = get(4, 1.25), get(5, True), get(6, 0)
+    hires_steps, denoise, iterations, use_cn = get(8, 12), get(9, 0.56), get(10, 1), get(11, False)
+    if upscale_type != "latent":
+        notes.append(f"upscale_type {upscale_type!r} (pixel upscaler) is done as a latent upscale")
+    if ckpt not in ("(use same)", None):
+        notes.append(f"hires_ckpt_name {ckpt!r} not migrated: the second pass uses the same model")
+    method = latent_upscaler if latent_upscaler in UPSCALE_METHODS else "bilinear"
+    if method != latent_upscaler:
+        notes.append(f"latent_upscaler {latent_upscaler!r} -> 'bilinear'")
+    scale = float(upscale_by) if isinstance(upscale_by, (int, float)) else 1.25
+    if not 1.0 <= scale <= 4.0:
+        notes.append(f"upscale_by {scale} clamped to 1.0..4.0")
+        scale = min(4.0, max(1.0, scale))
+    if iterations not in (1, None):
+        notes.append(f"iterations {iterations} -> 1 (one second pass)")
+    if use_cn:
+        notes.append("use_controlnet not migrated (no ControlNet in the second pass)")
+    hires_seed = -1 if same_seed else int(seed)
+    return [scale, method, int(hires_steps), float(denoise), hires_seed]
+
+
+def _noise_values(values: list, notes: list) -> list:
+    v = list(values or [])
+    get = lambda i, d: v[i] if i < len(v) else d  # noqa: E731
+    rng, cfg_denoiser, add_seed, seed, weight = get(0, "cpu"), get(1, False), get(2, False), get(3, 0), get(4, 0.015)
+    if len(v) >= 6 and not isinstance(v[4], (int, float)):  # a control_after_generate slot after the seed
+        weight = get(5, 0.015)
+    if rng != "cpu":
+        notes.append(f"rng_source {rng!r}: the noise is ComfyUI's CPU noise (device-independent)")
+    if cfg_denoiser:
+        notes.append("cfg_denoiser (A1111-style) not migrated")
+    strength = float(weight) if add_seed else 0.0
+    return [0, "fixed", "comfy", int(seed) if add_seed else 0, strength]
+
+
+@dataclass(frozen=True)
+class Rule:
+    to: str
+    widgets: Callable[[list, list], list] | None = None  # (values, notes) -> values; None keeps them
+    api_inputs: Callable[[dict, list], dict] | None = None
+
+
+def _api_efficient(inputs: dict, notes: list) -> dict:
+    out = {k: v for k, v in inputs.items() if k != "sampler_state"}
+    if "preview_method" in out and not isinstance(out["preview_method"], list):
+        out["preview_method"] = _preview(out["preview_method"], notes)
+    return out
+
+
+def _api_hires(inputs: dict, notes: list) -> dict:
+    values = [inputs.get(k) for k in ("upscale_type", "hires_ckpt_name", "latent_upscaler", "pixel_upscaler",
+                                      "upscale_by", "use_same_seed", "seed")] + [None] + \
+        [inputs.get(k) for k in ("hires_steps", "denoise", "iterations", "use_controlnet")]
+    scale, method, steps, denoise, seed = _hires_values(values, notes)
+    return {"upscale_by": scale, "upscale_method": method, "hires_steps": steps, "denoise": denoise,
+            "hires_seed": seed}
+
+
+def _api_noise(inputs: dict, notes: list) -> dict:
+    values = [inputs.get(k) for k in ("rng_source", "cfg_denoiser", "add_seed_noise", "seed", "weight")]
+    seed, _, mode, vseed, strength = _noise_values(values, notes)
+    return {"noise_seed": seed, "batch_mode": mode, "variation_seed": vseed, "variation_strength": strength}
+
+
+RULES: dict[str, Rule] = {
+    "KSampler": Rule("StepwiseKSampler"),
+    "KSamplerAdvanced": Rule("StepwiseKSamplerAdvanced"),
+    "KSampler (Efficient)": Rule("StepwiseKSamplerEfficient", lambda v, n: _efficient_values(v, 7, n), _api_efficient),
+    "KSampler Adv. (Efficient)": Rule("StepwiseKSamplerAdvancedEfficient", lambda v, n: _efficient_values(v, 10, n),
+                                      _api_efficient),
+    "HighRes-Fix Script": Rule("StepwiseHiResFixScript", _hires_values, _api_hires),
+    "Noise Control Script": Rule("StepwiseNoise", _noise_values, _api_noise),
+}
+BYPASSED = {"Tiled Upscaler Script": "no Stepwise equivalent (tiled ControlNet upscaling is outside this pack); the "
+                                     "node is bypassed, so the sampler runs without it"}
+LEFT_ALONE = {"XY Plot": "no Stepwise XY Plot yet; keep the efficiency-nodes pack for it, or remove the node"}
+
+
+# --- the editor's format ------------------------------------------------------------------------------------------
+def _links(wf: dict) -> list:
+    return wf.setdefault("links", []) or []
+
+
+def _link_fields(link) -> dict:
+    if isinstance(link, dict):
+        return link
+    keys = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+    return dict(zip(keys, link))
+
+
+def _set_link(wf: dict, link_id, **changes) -> None:
+    links = _links(wf)
+    for k, link in enumerate(links):
+        if _link_fields(link)["id"] == link_id:
+            if isinstance(link, dict):
+                link.update(changes)
+            else:
+                order = ("id", "origin_id", "origin_slot", "target_id", "target_slot", "type")
+                for key, value in changes.items():
+                    link[order.index(key)] = value
+            return
+
+
+def _rewire_noise_script(wf: dict, nodes: dict, node: dict, notes: list) -> None:
+    """The Noise Control Script fed a sampler's script input: feed its noise input instead, and pass any script
+    chained into it on to the sampler's script input."""
+    out = (node.get("outputs") or [{}])[0]
+    upstream = next((i.get("link") for i in node.get("inputs") or [] if i.get("name") == "script"), None)
+    for link_id in list(out.get("links") or []):
+        link = next((_link_fields(l) for l in _links(wf) if _link_fields(l)["id"] == link_id), None)
+        target = nodes.get(link["target_id"]) if link else None
+        if target is None:
+            continue
+        inputs = target.setdefault("inputs", [])
+        slot = next((k for k, i in enumerate(inputs) if i.get("name") == "noise"), None)
+        if slot is None:
+            inputs.append({"name": "noise", "type": "NOISE", "link": None})
+            slot = len(inputs) - 1
+        old_slot = link["target_slot"]
+        inputs[slot]["link"] = link_id
+        _set_link(wf, link_id, target_slot=slot, type="NOISE")
+        if 0 <= old_slot < len(inputs) and inputs[old_slot].get("name") == "script":
+            inputs[old_slot]["link"] = upstream
+            if upstream is not None:
+                _set_link(wf, upstream, target_id=target["id"], target_slot=old_slot)
+                notes.append(f"the script chained into it now feeds node {target['id']}'s script input")
+    out["type"] = out["name"] = "NOISE"
+    for i in node.get("inputs") or []:
+        if i.get("name") == "script":
+            i["link"] = None
+    node["inputs"] = [i for i in node.get("inputs") or [] if i.get("name") != "script"]
+
+
+def _migrate_ui(wf: dict, report: MigrationReport, only: set | None) -> dict:
+    wf = copy.deepcopy(wf)
+    nodes = {n.get("id"): n for n in wf.get("nodes") or [] if isinstance(n, dict)}
+    for node in list(nodes.values()):
+        kind = node.get("type")
+        if only is not None and node.get("id") not in only:
+            continue
+        title = node.get("title")
+        if kind in BYPASSED:
+            if node.get("mode") != 4:
+                node["mode"] = 4
+                report.not_migrated.append({"node": node.get("id"), "type": kind, "reason": BYPASSED[kind]})
+            continue
+        if kind in LEFT_ALONE:
+            report.not_migrated.append({"node": node.get("id"), "type": kind, "reason": LEFT_ALONE[kind]})
+            continue
+        rule = RULES.get(kind)
+        if rule is None:
+            continue
+        notes: list[str] = []
+        values = node.get("widgets_values")
+        props = node.setdefault("properties", {})
+        props[MIGRATED_FROM] = {"type": kind, "widgets_values": copy.deepcopy(values)}
+        if rule.widgets is not None and isinstance(values, list):
+            node["widgets_values"] = rule.widgets(values, notes)
+        node["type"] = rule.to
+        if props.get("Node name for S&R") in (kind, None):
+            props["Node name for S&R"] = rule.to
+        if kind == "Noise Control Script":
+            _rewire_noise_script(wf, nodes, node, notes)
+        if kind == "HighRes-Fix Script" and any(i.get("name") == "script" and i.get("link") is not None
+                                                for i in node.get("inputs") or []):
+            notes.append("a script chained into it is dropped (Stepwise scripts do not chain)")
+        if kind == "HighRes-Fix Script":
+            node["inputs"] = [i for i in node.get("inputs") or [] if i.get("name") != "script"]
+        report.changed.append({"node": node.get("id"), "title": title, "from": kind, "to": rule.to, "notes": notes})
+    return wf
+
+
+# --- the API format -----------------------------------------------------------------------------------------------
+def _migrate_api(prompt: dict, report: MigrationReport, only: set | None) -> dict:
+    prompt = copy.deepcopy(prompt)
+    for nid, node in prompt.items():
+        kind = node.get("class_type")
+        if only is not None and nid not in only:
+            continue
+        if kind in BYPASSED or kind in LEFT_ALONE:
+            report.not_migrated.append({"node": nid, "type": kind, "reason": BYPASSED.get(kind) or LEFT_ALONE[kind]})
+            continue
+        rule = RULES.get(kind)
+        if rule is None:
+            continue
+        notes: list[str] = []
+        inputs = node.get("inputs") or {}
+        meta = node.setdefault("_meta", {})
+        meta[MIGRATED_FROM] = {"class_type": kind, "inputs": copy.deepcopy(inputs)}
+        if rule.api_inputs is not None:
+            kept_links = {k: v for k, v in inputs.items() if isinstance(v, list)}
+            node["inputs"] = {**rule.api_inputs(inputs, notes), **{k: v for k, v in kept_links.items()
+                                                                    if k not in ("script",) or kind != "Noise Control Script"}}
+            if kind == "HighRes-Fix Script":
+                node["inputs"].pop("script", None)
+        node["class_type"] = rule.to
+        if kind == "Noise Control Script":
+            upstream = inputs.get("script")
+            for other in prompt.values():
+                for key, value in list((other.get("inputs") or {}).items()):
+                    if key == "script" and isinstance(value, list) and str(value[0]) == str(nid):
+                        other["inputs"]["noise"] = value
+                        if upstream is not None:
+                            other["inputs"]["script"] = upstream
+                        else:
+                            del other["inputs"]["script"]
+        report.changed.append({"node": nid, "title": meta.get("title"), "from": kind, "to": rule.to, "notes": notes})
+    # a bypassed (API: removed) Tiled Upscaler Script: drop links into it
+    for nid in [n for n, v in prompt.items() if v.get("class_type") in BYPASSED]:
+        del prompt[nid]
+        for other in prompt.values():
+            for key, value in list((other.get("inputs") or {}).items()):
+                if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(nid):
+                    del other["inputs"][key]
+    return prompt
+
+
+def migrate_workflow(data: Any, only: set | None = None) -> tuple[Any, MigrationReport]:
+    """(migrated copy, report) for a workflow in the editor's format or the API format; ``only`` limits the
+    migration to those node ids."""
+    report = MigrationReport()
+    if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+        return _migrate_ui(data, report, only), report
+    if isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
+        return _migrate_api(data, report, {str(i) for i in only} if only else None), report
+    raise ValueError("workflow: not a ComfyUI workflow (the editor's format with nodes/links, or the API format)")
