@@ -9,7 +9,7 @@ from ..sampling import SAMPLERS, RunInfo, common_ksampler
 from ..schedulers import SCHEDULERS
 from .bridge import as_backend, current_observer, is_comfy_model
 from .noise import StepwiseNoiseValue
-from .recipe import run_recipe
+from .recipe import recipe_document, run_recipe
 from .sampler import SamplerSpec
 from .profile import combo_spec, current_profile, sampler_names, scheduler_names
 from .schedule_api import remember_model_sampling
@@ -175,7 +175,11 @@ def with_ui(model, out: tuple, info: RunInfo):
     observer = current_observer()
     if not (is_comfy_model(model) or (observer is not None and observer.want_ui)):
         return out
-    return {"ui": {"stepwise": [ui_summary(info)]}, "result": out}
+    ui = {"stepwise": [ui_summary(info)]}
+    recipe = getattr(info, "recipe", None)
+    if recipe is not None:  # the whole recipe, with the sigmas that ran (what a save node or the history records)
+        ui["stepwise_recipe"] = [recipe_document([dict(recipe)], None, None)]
+    return {"ui": ui, "result": out}
 
 
 class StepwiseKSampler:

@@ -66,6 +66,21 @@ def load_workflow(path: str | Path) -> Prompt:
     return parse_workflow(data)
 
 
+def _unknown_type(nid, ntype: str, registry) -> str:
+    """The error for a node type we cannot run; a type ``stepwise migrate`` handles says so."""
+    from ..nodes.migrate import BYPASSED, LEFT_ALONE, RULES
+
+    if ntype in RULES:
+        hint = f"; `stepwise migrate` turns it into {RULES[ntype].to}"
+    elif ntype in BYPASSED:
+        hint = f"; `stepwise migrate` bypasses it ({BYPASSED[ntype]})"
+    elif ntype in LEFT_ALONE:
+        hint = f"; {LEFT_ALONE[ntype]}"
+    else:
+        hint = ""
+    return f"node {nid}: unknown node type {ntype!r}{hint}; supported types: {', '.join(sorted(registry))}"
+
+
 def parse_workflow(data: Any) -> Prompt:
     if isinstance(data, dict) and "prompt" in data and isinstance(data["prompt"], dict) and "nodes" not in data:
         data = data["prompt"]
@@ -216,8 +231,7 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
             continue
         cls = registry.get(ntype)
         if cls is None:
-            raise WorkflowError(f"node {nid}: unknown node type {ntype!r}; supported types: "
-                                f"{', '.join(sorted(registry))}", nid, None, ntype)
+            raise WorkflowError(_unknown_type(nid, ntype, registry), nid, None, ntype)
         inputs: dict[str, Any] = {}
         values = n.get("widgets_values")
         linked = {name: link for name, _, link in input_types(n) if link is not None}
@@ -375,8 +389,7 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
     registry = registry if registry is not None else node_registry()
     for nid, n in prompt.nodes.items():
         if n["class_type"] not in registry:
-            raise WorkflowError(f"node {nid}: unknown node type {n['class_type']!r}; supported types: "
-                                f"{', '.join(sorted(registry))}", nid, None, n["class_type"])
+            raise WorkflowError(_unknown_type(nid, n["class_type"], registry), nid, None, n["class_type"])
     targets = _output_nodes(prompt, registry)
     if not targets:
         raise WorkflowError("workflow: no output node (SaveImage, PreviewImage, ...): nothing would be produced")

@@ -362,3 +362,29 @@ def test_sockets_take_cores_sigmas_and_samplers(comfy_env, golden_set, sampler):
     core_part, _ = _call(custom.SamplerCustomAdvanced, noise=noise, guider=guider, sampler=ksel, sigmas=high,
                          latent_image=latent)
     assert torch.allclose(part["samples"], core_part["samples"], rtol=1e-5, atol=1e-5)
+
+
+def test_recipes_inside_comfyui(comfy_env, golden_set):
+    """Inside ComfyUI the sampler nodes' UI output carries the recipe with the sigmas that ran (= core's
+    schedule slice); the Efficient node's too."""
+    nodes, comfy = comfy_env
+    import comfy.samplers
+    from stepwise_sampler.nodes import StepwiseKSamplerAdvanced, StepwiseKSamplerEfficient
+    from stepwise_sampler.nodes.cache import RESULT_CACHE
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    ret = StepwiseKSamplerAdvanced().sample(patcher, "enable", 77, 10, 6.0, "dpmpp_2m", "karras", pos, neg,
+                                            {"samples": torch.zeros(1, 4, 8, 8)}, 2, 7, "enable")
+    (doc,) = ret["ui"]["stepwise_recipe"]
+    (r,) = doc["samplers"]
+    full = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", 10)
+    assert r["sigmas"] == pytest.approx(full[2:8].tolist(), rel=1e-6)
+    assert (r["seed"], r["sampler"], r["start_at_step"], r["end_at_step"]) == (77, "dpmpp_2m", 2, 7)
+    assert r["profile"] == _installed_version() or r["profile"] in ("0.3.64", "0.8.0")
+    RESULT_CACHE.clear()
+    res = StepwiseKSamplerEfficient().sample(patcher, 5, 4, 7.0, "euler", "normal", pos, neg,
+                                             {"samples": torch.zeros(1, 4, 8, 8)}, 1.0, "none", "false")
+    (eff,) = res["ui"]["stepwise_recipe"]
+    assert eff["samplers"][0]["seed"] == 5 and len(eff["samplers"][0]["sigmas"]) == 5

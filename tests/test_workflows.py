@@ -277,6 +277,7 @@ def test_efficiency_scripts_are_reported_as_unsupported(name, node, tmp_path):
     with pytest.raises(WorkflowError) as err:
         run_workflow_file(EFFICIENCY / name, tmp_path, tmp_path, quiet=True)
     assert repr(node) in str(err.value) and "supported types" in str(err.value)
+    assert "`stepwise migrate`" in str(err.value)  # points at the way onto our nodes
     assert not list(tmp_path.rglob("*.png"))
 
 
