@@ -440,9 +440,56 @@ def suite_memory(args, peers) -> dict:
     return {"rows": rows, "latent_bytes": latent_bytes}
 
 
+def suite_sweep(args, peers) -> dict:
+    """XY sweeps of N x N cells (demo model, 256 px): peak live tensor memory of the XY Plot (Stepwise) against a
+    peer that keeps every decoded cell and concatenates the grid at the end (efficiency-nodes' XY Plot does),
+    both beside their outputs (ours: the grid, its uint8 cells and the cells' LATENT; the peer: its grid)."""
+    from stepwise_sampler.nodes import StepwiseKSamplerEfficient, StepwiseXYPlot
+    from stepwise_sampler.nodes.xyplot import CELL_CACHE
+    from stepwise_sampler.standalone.demo_model import DemoCLIP, DemoModel, DemoVAE
+
+    model, clip, vae = DemoModel(), DemoCLIP(notice=lambda m: None), DemoVAE()
+    pos, neg = clip.encode("red circle on white background"), clip.encode("text")
+    latent = {"samples": torch.zeros(1, 4, 32, 32)}
+    node = StepwiseKSamplerEfficient()
+    rows = []
+    for n in ((2, 6) if args.quick else (2, 6, 12)):
+        seeds, cfgs = f"0:{n - 1}", f"1:{n}"
+        (plot,) = StepwiseXYPlot().script("seed", seeds, "cfg", cfgs)
+        CELL_CACHE.clear()
+        CELL_CACHE.max_bytes = 0  # keep one cell: the cache is bounded by design, not part of this measurement
+        with torch.no_grad(), PeakMemory() as ours:
+            res = node.sample(model, 0, 4, 7.0, "euler", "karras", pos, neg, latent, 1.0, "none", "true",
+                              optional_vae=vae, script=plot)
+        CELL_CACHE.max_bytes = 512 << 20
+        # the outputs: the grid IMAGE, its cells kept as uint8 until it is drawn, and the cells' LATENT batch
+        # (with the list it is concatenated from)
+        grid_bytes = res["result"][5].numel() * 4 + n * n * 256 * 256 * 3 + 2 * res["result"][3]["samples"].numel() * 4
+        del res
+        with torch.no_grad(), PeakMemory() as peer:
+            cells = []
+            for cfg in range(1, n + 1):
+                for seed in range(n):
+                    out = node.sample(model, seed, 4, float(cfg), "euler", "karras", pos, neg, latent, 1.0, "none",
+                                      "true", optional_vae=vae)
+                    cells.append(out["result"][5])
+            rows_img = [torch.cat(cells[r * n:(r + 1) * n], dim=2) for r in range(n)]
+            peer_grid = torch.cat(rows_img, dim=1)
+        peer_grid_bytes = peer_grid.numel() * 4
+        del cells, rows_img, peer_grid
+        row = {"cells": n * n, "ours_peak_bytes": ours.peak, "ours_grid_bytes": grid_bytes,
+               "ours_working_bytes": ours.peak - grid_bytes, "peer_peak_bytes": peer.peak,
+               "peer_grid_bytes": peer_grid_bytes, "peer_working_bytes": peer.peak - peer_grid_bytes,
+               "ratio_peak_vs_peer": ours.peak / peer.peak}
+        rows.append(row)
+        _progress(f"sweep {n}x{n}: ours peak {ours.peak / 2**20:.1f} MiB (grid {grid_bytes / 2**20:.1f}), peer "
+                  f"{peer.peak / 2**20:.1f} MiB (grid {peer_grid_bytes / 2**20:.1f}); ours/peer {row['ratio_peak_vs_peer']:.2f}")
+    return {"rows": rows}
+
+
 # --- driver -------------------------------------------------------------------------------------------------------
 SUITES = {"overhead": suite_overhead, "limit": suite_limit, "sde": suite_sde, "accuracy": suite_accuracy,
-          "preview": suite_preview, "memory": suite_memory}
+          "preview": suite_preview, "memory": suite_memory, "sweep": suite_sweep}
 
 
 def _progress(msg: str) -> None:
@@ -486,6 +533,10 @@ def main(argv=None) -> int:
         (out / f"{name}.json").write_text(json.dumps({"meta": meta, **results[name]}, indent=1))
     from .report import plots, summary
 
+    for name in SUITES:  # the summary keeps the suites not re-run this time
+        saved = out / f"{name}.json"
+        if name not in results and saved.exists():
+            results[name] = json.loads(saved.read_text())
     text = summary(results, meta)
     print(text)
     (out / "summary.md").write_text(text)

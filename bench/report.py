@@ -106,6 +106,22 @@ def summary(results: dict, meta: dict) -> str:
         lines += [f"| {r['sampler']} | {r['extra_latent_buffers']:.1f} |" for r in rows]
         worst = max(r["extra_latent_buffers"] for r in rows)
         lines += ["", f"Target peak ≤ forward peak + 6 latent-sized buffers: {_ok(worst <= 6)} (worst {worst:.1f}).", ""]
+    if "sweep" in results:
+        rows = results["sweep"]["rows"]
+        mib = 2 ** 20
+        lines += ["## XY sweeps: peak live tensor memory (demo model, 256 px cells, 4 steps)", "",
+                  "| cells | ours peak MiB | ours: outputs MiB | ours: working MiB | peer peak MiB | "
+                  "peer: working MiB | ours / peer |", "|---|---|---|---|---|---|---|"]
+        for r in rows:
+            lines.append(f"| {r['cells']} | {r['ours_peak_bytes'] / mib:.1f} | {r['ours_grid_bytes'] / mib:.1f} | "
+                         f"{r['ours_working_bytes'] / mib:.1f} | {r['peer_peak_bytes'] / mib:.1f} | "
+                         f"{r['peer_working_bytes'] / mib:.1f} | {r['ratio_peak_vs_peer']:.2f} |")
+        work = [r["ours_working_bytes"] for r in rows]
+        bounded = max(work) <= 1.5 * min(work) + 4 * mib
+        lines += ["", f"Target: working memory beside the outputs independent of the number of cells: "
+                      f"{_ok(bounded)} ({min(work) / mib:.1f}..{max(work) / mib:.1f} MiB from {rows[0]['cells']} to "
+                      f"{rows[-1]['cells']} cells); the peer (every decoded cell kept, then concatenated) grows with "
+                      f"the cells.", ""]
     return "\n".join(lines) + "\n"
 
 

@@ -32,7 +32,9 @@ def node_height(g: GraphBuilder, class_type: str) -> int:
         for name, spec in types.get(section, {}).items():
             kind = spec[0]
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if isinstance(kind, (list, tuple)) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+            if opts.get("forceInput"):
+                sockets += 1
+            elif isinstance(kind, (list, tuple)) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
                 widgets += 1 + (1 if opts.get("control_after_generate") or name in ("seed", "noise_seed") else 0)
                 if kind == "STRING" and opts.get("multiline"):
                     text_rows += 3
@@ -258,9 +260,34 @@ def schedules(schedule: str = "ays_sd1") -> dict:
     return g.to_json()
 
 
+def xy_plot() -> dict:
+    """XY Plot (Stepwise) on KSampler Efficient (Stepwise): samplers across, a colour search-and-replace down."""
+    g = GraphBuilder(node_registry())
+    lay = Layout(g)
+    ckpt = lay.add(0, "CheckpointLoaderSimple", [CKPT], "Load Checkpoint")
+    text = lay.add(0, "PrimitiveString", ["red circle on white background"], "positive text", extra_height=40)
+    pos = lay.add(1, "CLIPTextEncode", ["red circle on white background"], "positive")
+    neg = lay.add(1, "CLIPTextEncode", [NEG], "negative")
+    g.link(ckpt, 1, pos, "clip")
+    g.link(ckpt, 1, neg, "clip")
+    g.link(text, 0, pos, "text")
+    latent = lay.add(1, "EmptyLatentImage", [256, 256, 1])
+    plot = lay.add(1, "StepwiseXYPlot", ["sampler_name", "euler, dpmpp_2m, uni_pc", "positive S/R", "red, blue",
+                                         "none", ""], "XY Plot (Stepwise)")
+    g.link(ckpt, 1, plot, "clip")
+    g.link(text, 0, plot, "positive_text")
+    eff = _wire(g, lay.add(2, "StepwiseKSamplerEfficient", [3, "fixed", 8, 7.0, "euler", "karras", 1.0, "none", "true"],
+                           "KSampler Efficient (Stepwise): the grid", extra_height=420), ckpt, pos, neg, latent)
+    g.link(ckpt, 2, eff, "optional_vae")
+    g.link(plot, 0, eff, "script")
+    save = lay.add(3, "SaveImage", ["xy_plot/grid"], "grid", extra_height=420)
+    g.link(eff, 5, save, "images")
+    return g.to_json()
+
+
 EXAMPLES = {"txt2img": txt2img, "split": split, "seamless_split": seamless_split, "prompt_switch": prompt_switch,
             "img2img": img2img, "style_switch": style_switch, "per_item_noise": per_item_noise, "variation": variation,
-            "schedules": schedules}
+            "schedules": schedules, "xy_plot": xy_plot}
 
 
 def main() -> None:

@@ -271,7 +271,7 @@ async function serveDefaultGraph() {
 
 // --- "Migrate samplers to Stepwise": the server migrates (the same code as `stepwise migrate`), the editor reloads
 const MIGRATABLE = new Set(["KSampler", "KSamplerAdvanced", "KSampler (Efficient)", "KSampler Adv. (Efficient)",
-  "HighRes-Fix Script", "Noise Control Script", "Tiled Upscaler Script"]);
+  "HighRes-Fix Script", "Noise Control Script", "Tiled Upscaler Script", "XY Plot"]);
 const MIGRATE_LABEL = "Migrate samplers to Stepwise";
 
 async function migrate(nodeIds = null) {

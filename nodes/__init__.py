@@ -7,6 +7,7 @@ from .noise import StepwiseNoise
 from .sampler import StepwiseSampler
 from .schedule import StepwiseSchedule
 from .script import StepwiseHiResFixScript, StepwiseNoiseScript
+from .xyplot import StepwiseXYPlot
 
 NODE_CLASS_MAPPINGS = {
     "StepwiseKSampler": StepwiseKSampler,
@@ -18,6 +19,7 @@ NODE_CLASS_MAPPINGS = {
     "StepwiseNoise": StepwiseNoise,
     "StepwiseSchedule": StepwiseSchedule,
     "StepwiseSampler": StepwiseSampler,
+    "StepwiseXYPlot": StepwiseXYPlot,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -30,8 +32,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseNoise": "Noise (Stepwise)",
     "StepwiseSchedule": "Schedule (Stepwise)",
     "StepwiseSampler": "Sampler (Stepwise)",
+    "StepwiseXYPlot": "XY Plot (Stepwise)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
            "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
-           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler"]
+           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler", "StepwiseXYPlot"]

@@ -50,6 +50,8 @@ class Observer:
     default_preview: Any = None
     #: a node's notes to the user (e.g. why a seamless hand-off restarted)
     on_notice: Callable[[str], None] | None = None
+    #: a line of progress for the running node (the XY Plot's "cell i/N")
+    on_progress_text: Callable[[str], None] | None = None
 
     def check_interrupt(self) -> None:
         if self.interrupt is not None and self.interrupt.is_set():

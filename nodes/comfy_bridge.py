@@ -207,3 +207,22 @@ def comfy_show_images(images: torch.Tensor, prompt=None, extra_pnginfo=None) -> 
     import nodes as comfy_nodes  # ComfyUI's top-level module (our package only imports relatively)
 
     return comfy_nodes.PreviewImage().save_images(images, prompt=prompt, extra_pnginfo=extra_pnginfo)["ui"]["images"]
+
+
+def comfy_encode_text(clip: Any, text: str):
+    """A prompt's CONDITIONING through ComfyUI's own CLIPTextEncode (the XY Plot's prompt S/R axes)."""
+    import nodes as comfy_nodes
+
+    return comfy_nodes.CLIPTextEncode().encode(clip, text)[0]
+
+
+def comfy_progress_text(text: str, node_id: Any) -> None:
+    """A line of progress under the node (ComfyUI's progress_text event), where this ComfyUI has it."""
+    try:
+        from server import PromptServer
+
+        send = getattr(PromptServer.instance, "send_progress_text", None)
+        if send is not None:
+            send(text, str(node_id))
+    except Exception:  # noqa: BLE001 - progress text is a courtesy, never a failure
+        pass

@@ -60,42 +60,80 @@ def _efficient(node: str, model, positive, negative, latent_image, preview_metho
     if vae_decode != "false" and vae is None:
         raise ValueError(f"vae_decode: {vae_decode!r} needs a VAE, but optional_vae is not connected and the model "
                          f"brings none; connect optional_vae or set vae_decode to 'false'")
+    if script is not None and script.kind == "xy_plot":
+        return _efficient_xy(node, model, positive, negative, latent_image, preview_method, vae_decode, vae, script,
+                             sampling, prompt, extra_pnginfo, unique_id)
     key = (node, model, positive, negative, latent_image, sampling, script)
     cached = RESULT_CACHE.get(key)
-    runs: list = []
     out, recipes = (None, []) if cached is None else cached
+    runs: list = []
     if out is None:
-        preview = PreviewConfig(method=preview_method)
-
-        def sample(latent: dict, **overrides) -> dict:
-            kw = {**sampling, **overrides}
-            (res,), info = run_common_ksampler(model, kw.pop("seed"), kw.pop("steps"), kw.pop("cfg"),
-                                               kw.pop("sampler_name"), kw.pop("scheduler"), positive, negative,
-                                               latent, preview=preview, unique_id=unique_id, **kw)
-            runs.append(info)
-            return res
-
-        out = apply_script(script, sample, latent_image)
+        out, runs = _sample(node, model, positive, negative, latent_image, sampling, script,
+                            PreviewConfig(method=preview_method), unique_id)
         recipes = [dict(r.recipe) for r in runs if r.recipe]
         RESULT_CACHE.put(key, (out, recipes))
     out = dict(out)
     recipe = recipe_document([dict(r) for r in recipes], None if unique_id is None else str(unique_id), None,
                              prompt if isinstance(prompt, dict) else None)
     images = EMPTY_IMAGE if vae_decode == "false" else decode_latent(vae, out, vae_decode)
-    shown: list[dict] = []
-    if vae_decode in SHOWN:
-        if is_comfy_model(model):
-            from .comfy_bridge import comfy_show_images
-
-            shown = comfy_show_images(images, prompt, {**(extra_pnginfo or {}), "stepwise": recipe})
-        else:
-            observer = current_observer()
-            if observer is not None and observer.show_images is not None:
-                shown = observer.show_images(images)
-    ui = {"images": shown, "stepwise_recipe": [recipe]}
+    ui = {"images": _show(images, model, vae_decode, recipe, prompt, extra_pnginfo), "stepwise_recipe": [recipe]}
     if runs:
         ui["stepwise"] = [ui_summary(runs[0])]
     return {"ui": ui, "result": (model, positive, negative, out, vae, images)}
+
+
+def _sample(node: str, model, positive, negative, latent_image, sampling: dict, script, preview, unique_id):
+    """One sampling through the core, with a script (HiRes-Fix, noise) applied: (LATENT, the runs' RunInfo)."""
+    runs: list = []
+
+    def sample(latent: dict, **overrides) -> dict:
+        kw = {**sampling, **overrides}
+        (res,), info = run_common_ksampler(model, kw.pop("seed"), kw.pop("steps"), kw.pop("cfg"),
+                                           kw.pop("sampler_name"), kw.pop("scheduler"), positive, negative,
+                                           latent, preview=preview, unique_id=unique_id, **kw)
+        runs.append(info)
+        return res
+
+    return apply_script(script, sample, latent_image), runs
+
+
+def _show(images, model, vae_decode: str, recipe: dict, prompt, extra_pnginfo) -> list[dict]:
+    """Images shown on the node (what PreviewImage would save), the recipe in their PNG chunk inside ComfyUI."""
+    if vae_decode not in SHOWN:
+        return []
+    if is_comfy_model(model):
+        from .comfy_bridge import comfy_show_images
+
+        return comfy_show_images(images, prompt, {**(extra_pnginfo or {}), "stepwise": recipe})
+    observer = current_observer()
+    if observer is not None and observer.show_images is not None:
+        return observer.show_images(images)
+    return []
+
+
+def _efficient_xy(node: str, model, positive, negative, latent_image, preview_method, vae_decode, vae, script,
+                  sampling, prompt, extra_pnginfo, unique_id) -> dict:
+    """The XY Plot script: every cell sampled and decoded; IMAGE = the grid(s), LATENT = all cells as a batch."""
+    from .xyplot import run_xy_plot
+
+    if vae_decode == "false":
+        raise ValueError("vae_decode: the XY Plot decodes every cell for its grid; choose 'true' (or a tiled or "
+                         "'output only' mode)")
+    preview = PreviewConfig(method=preview_method)
+    node_cls = StepwiseKSamplerAdvancedEfficient if node == "KSamplerAdvanced" else StepwiseKSamplerEfficient
+
+    def sample(cell_model, pos, neg, latent, cell_sampling, inner):
+        return _sample(node, cell_model, pos, neg, latent, cell_sampling, inner, preview, unique_id)
+
+    result = run_xy_plot(node, node_cls, script, model, positive, negative, latent_image, sampling, sample,
+                         lambda latent: decode_latent(vae, latent, vae_decode), unique_id)
+    recipe = recipe_document(result["recipes"], None if unique_id is None else str(unique_id), None,
+                             prompt if isinstance(prompt, dict) else None)
+    ui = {"images": _show(result["grid"], model, vae_decode, recipe, prompt, extra_pnginfo),
+          "stepwise_recipe": [recipe], "stepwise_xy": [{"labels": result["labels"], "cached": result["cached"]}]}
+    if result["runs"]:
+        ui["stepwise"] = [ui_summary(result["runs"][0])]
+    return {"ui": ui, "result": (model, positive, negative, result["latent"], vae, result["grid"])}
 
 
 def _efficient_inputs(base: type, decode_choices: list[str]) -> dict:

@@ -3,7 +3,8 @@
 Core ``KSampler``/``KSamplerAdvanced`` become ``StepwiseKSampler``/``StepwiseKSamplerAdvanced`` (same widgets, same
 numbers); efficiency-nodes' ``KSampler (Efficient)``/``KSampler Adv. (Efficient)`` become our Efficient nodes (the
 legacy ``sampler_state`` widget dropped), ``HighRes-Fix Script`` our HiRes-Fix script, ``Noise Control Script`` a
-Noise (Stepwise) node wired into the sampler's ``noise`` input. ``Tiled Upscaler Script`` has no Stepwise
+Noise (Stepwise) node wired into the sampler's ``noise`` input, ``XY Plot`` with its ``XY Input`` nodes (seeds,
+steps, CFG, sampler/scheduler, denoise, add/return noise) XY Plot (Stepwise). ``Tiled Upscaler Script`` has no Stepwise
 equivalent: it is bypassed (the sampler runs without it) and reported. Links, widget values (with
 ``control_after_generate``), titles, colours, positions and groups are kept; each migrated node records what it
 replaced in ``properties["stepwise_migrated_from"]``. Migrating twice changes nothing. Both the editor's format and
@@ -146,7 +147,133 @@ RULES: dict[str, Rule] = {
 }
 BYPASSED = {"Tiled Upscaler Script": "no Stepwise equivalent (tiled ControlNet upscaling is outside this pack); the "
                                      "node is bypassed, so the sampler runs without it"}
-LEFT_ALONE = {"XY Plot": "no Stepwise XY Plot yet; keep the efficiency-nodes pack for it, or remove the node"}
+LEFT_ALONE: dict[str, str] = {}
+
+
+# --- efficiency-nodes' XY Plot and its XY Input nodes -> XY Plot (Stepwise) -------------------------------------------
+XY_PLOT = "XY Plot"
+_XY_WIDGETS = {
+    "XY Input: Seeds++ Batch": ["batch_count"],
+    "XY Input: Add/Return Noise": ["XY_type"],
+    "XY Input: Steps": ["target_parameter", "batch_count", "first_step", "last_step", "first_start_step",
+                        "last_start_step", "first_end_step", "last_end_step", "first_refine_step", "last_refine_step"],
+    "XY Input: CFG Scale": ["batch_count", "first_cfg", "last_cfg"],
+    "XY Input: Sampler/Scheduler": ["target_parameter", "input_count"] + [f"{k}_{i}" for i in range(1, 51)
+                                                                          for k in ("sampler", "scheduler")],
+    "XY Input: Denoise": ["batch_count", "first_denoise", "last_denoise"],
+}
+
+
+class NotMigrated(ValueError):
+    """A part of a workflow that has no Stepwise equivalent (the reason is the message)."""
+
+
+def _ints(count: int, first: int, last: int) -> list[int]:
+    """efficiency-nodes' evenly spaced integers (truncated, de-duplicated, sorted)."""
+    if count > 1:
+        return sorted({int(first + i * (last - first) / (count - 1)) for i in range(count)})
+    return [first] if count == 1 else []
+
+
+def _floats(count: int, first: float, last: float) -> list[float]:
+    if count > 1:
+        return [round(first + i * (last - first) / (count - 1), 3) for i in range(count)]
+    return [first] if count == 1 else []
+
+
+def _join(values) -> str:
+    return ", ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
+
+
+def _xy_axis(kind: str, v: dict) -> tuple[str, str]:
+    """(axis, values text) of an efficiency XY Input node's settings."""
+    if kind == "XY Input: Seeds++ Batch":
+        return "seed", f"+1 x{int(v['batch_count'])}"
+    if kind == "XY Input: Add/Return Noise":
+        return str(v["XY_type"]), "enable, disable"
+    if kind == "XY Input: Steps":
+        target = v["target_parameter"]
+        if target == "refine_at_step":
+            raise NotMigrated("refine_at_step (SDXL refiner) has no Stepwise equivalent")
+        first, last = {"steps": ("first_step", "last_step"), "start_at_step": ("first_start_step", "last_start_step"),
+                       "end_at_step": ("first_end_step", "last_end_step")}[target]
+        return target, _join(_ints(int(v["batch_count"]), int(v[first]), int(v[last])))
+    if kind == "XY Input: CFG Scale":
+        return "cfg", _join(_floats(int(v["batch_count"]), float(v["first_cfg"]), float(v["last_cfg"])))
+    if kind == "XY Input: Denoise":
+        return "denoise", _join(_floats(int(v["batch_count"]), float(v["first_denoise"]), float(v["last_denoise"])))
+    if kind == "XY Input: Sampler/Scheduler":
+        n, target = int(v["input_count"]), v["target_parameter"]
+        samplers = [v.get(f"sampler_{i}") for i in range(1, n + 1)]
+        schedulers = [v.get(f"scheduler_{i}") for i in range(1, n + 1)]
+        if target == "scheduler":
+            return "scheduler", _join(s for s in schedulers if s not in (None, "None"))
+        pairs = [(a, b) for a, b in zip(samplers, schedulers) if a not in (None, "None")]
+        if target == "sampler" or all(b in (None, "None") for _, b in pairs):
+            return "sampler_name", _join(a for a, _ in pairs)
+        raise NotMigrated("sampler & scheduler pairs: use a sampler_name axis and a scheduler axis instead")
+    raise NotMigrated(f"{kind!r} has no Stepwise axis (Stepwise sweeps sampler settings, noise, prompts, models "
+                      f"and latents)")
+
+
+def _xy_values_ui(node: dict) -> dict:
+    names = _XY_WIDGETS.get(node.get("type"), [])
+    return dict(zip(names, node.get("widgets_values") or []))
+
+
+def _xy_plot_widgets(axes: dict, flip: bool) -> list:
+    x, y = axes.get("X"), axes.get("Y")
+    if flip:
+        x, y = y, x
+    if x is None:
+        x, y = y, None
+    return [x[0], x[1], y[0] if y else "none", y[1] if y else "", "none", ""]
+
+
+def _migrate_xy_ui(wf: dict, nodes: dict, node: dict, report: MigrationReport) -> bool:
+    """efficiency XY Plot (with its XY Input nodes) -> XY Plot (Stepwise); False (and a report line) when it
+    cannot be."""
+    links = {_link_fields(l)["id"]: _link_fields(l) for l in _links(wf)}
+    axes, sources = {}, []
+    try:
+        for inp in node.get("inputs") or []:
+            if inp.get("name") in ("X", "Y") and inp.get("link") is not None:
+                src = nodes.get(links[inp["link"]]["origin_id"]) if inp["link"] in links else None
+                if src is None:
+                    continue
+                axes[inp["name"]] = _xy_axis(src.get("type"), _xy_values_ui(src))
+                sources.append(src)
+        if not axes:
+            raise NotMigrated("no X or Y input connected")
+    except NotMigrated as exc:
+        report.not_migrated.append({"node": node.get("id"), "type": XY_PLOT, "reason": str(exc)})
+        return False
+    values = node.get("widgets_values") or []
+    props = node.setdefault("properties", {})
+    props[MIGRATED_FROM] = {"type": XY_PLOT, "widgets_values": copy.deepcopy(values),
+                            "inputs": {s.get("type"): copy.deepcopy(s.get("widgets_values")) for s in sources}}
+    flip = len(values) > 1 and str(values[1]) == "True"
+    node["widgets_values"] = _xy_plot_widgets(axes, flip)
+    # drop the links into X, Y and dependencies, and the XY Input nodes that fed only this plot
+    dropped = {i["link"] for i in node.get("inputs") or [] if i.get("name") in ("X", "Y", "dependencies")
+               and i.get("link") is not None}
+    wf["links"] = [l for l in _links(wf) if _link_fields(l)["id"] not in dropped]
+    for other in nodes.values():
+        for out in other.get("outputs") or []:
+            if out.get("links"):
+                out["links"] = [i for i in out["links"] if i not in dropped]
+    gone = {s["id"] for s in sources if not any(o.get("links") for o in s.get("outputs") or [])}
+    wf["nodes"] = [n for n in wf["nodes"] if n.get("id") not in gone]
+    node["inputs"] = []
+    node["type"] = "StepwiseXYPlot"
+    if props.get("Node name for S&R") in (XY_PLOT, None):
+        props["Node name for S&R"] = "StepwiseXYPlot"
+    notes = [f"{s.get('type')} -> axis {a[0]}: {a[1]}" for s, a in zip(sources, axes.values())]
+    if values[:1] and values[0] not in (0, None):
+        notes.append("grid_spacing dropped (the grid has its own spacing)")
+    report.changed.append({"node": node.get("id"), "title": node.get("title"), "from": XY_PLOT,
+                           "to": "StepwiseXYPlot", "notes": notes})
+    return True
 
 
 # --- the editor's format ------------------------------------------------------------------------------------------
@@ -220,6 +347,9 @@ def _migrate_ui(wf: dict, report: MigrationReport, only: set | None) -> dict:
         if kind in LEFT_ALONE:
             report.not_migrated.append({"node": node.get("id"), "type": kind, "reason": LEFT_ALONE[kind]})
             continue
+        if kind == XY_PLOT:
+            _migrate_xy_ui(wf, nodes, node, report)
+            continue
         rule = RULES.get(kind)
         if rule is None:
             continue
@@ -246,12 +376,17 @@ def _migrate_ui(wf: dict, report: MigrationReport, only: set | None) -> dict:
 # --- the API format -----------------------------------------------------------------------------------------------
 def _migrate_api(prompt: dict, report: MigrationReport, only: set | None) -> dict:
     prompt = copy.deepcopy(prompt)
-    for nid, node in prompt.items():
+    for nid, node in list(prompt.items()):
+        if nid not in prompt:  # an XY Input node a migrated XY Plot absorbed
+            continue
         kind = node.get("class_type")
         if only is not None and nid not in only:
             continue
         if kind in BYPASSED or kind in LEFT_ALONE:
             report.not_migrated.append({"node": nid, "type": kind, "reason": BYPASSED.get(kind) or LEFT_ALONE[kind]})
+            continue
+        if kind == XY_PLOT:
+            _migrate_xy_api(prompt, nid, node, report)
             continue
         rule = RULES.get(kind)
         if rule is None:
@@ -286,6 +421,35 @@ def _migrate_api(prompt: dict, report: MigrationReport, only: set | None) -> dic
                 if isinstance(value, list) and len(value) == 2 and str(value[0]) == str(nid):
                     del other["inputs"][key]
     return prompt
+
+
+def _migrate_xy_api(prompt: dict, nid: str, node: dict, report: MigrationReport) -> None:
+    inputs = node.get("inputs") or {}
+    axes, sources = {}, []
+    try:
+        for slot in ("X", "Y"):
+            link = inputs.get(slot)
+            if isinstance(link, list) and str(link[0]) in prompt:
+                src = prompt[str(link[0])]
+                axes[slot] = _xy_axis(src.get("class_type"), src.get("inputs") or {})
+                sources.append(str(link[0]))
+        if not axes:
+            raise NotMigrated("no X or Y input connected")
+    except NotMigrated as exc:
+        report.not_migrated.append({"node": nid, "type": XY_PLOT, "reason": str(exc)})
+        return
+    node.setdefault("_meta", {})[MIGRATED_FROM] = {"class_type": XY_PLOT, "inputs": copy.deepcopy(inputs)}
+    x_axis, x_values, y_axis, y_values, z_axis, z_values = _xy_plot_widgets(axes, str(inputs.get("XY_flip")) == "True")
+    node["class_type"] = "StepwiseXYPlot"
+    node["inputs"] = {"x_axis": x_axis, "x_values": x_values, "y_axis": y_axis, "y_values": y_values,
+                      "z_axis": z_axis, "z_values": z_values}
+    for src in sources:
+        used = any(isinstance(v, list) and str(v[0]) == src for other_id, other in prompt.items() if other_id != nid
+                   for v in (other.get("inputs") or {}).values())
+        if not used:
+            del prompt[src]
+    report.changed.append({"node": nid, "title": node["_meta"].get("title"), "from": XY_PLOT, "to": "StepwiseXYPlot",
+                           "notes": [f"axis {a}: {v}" for a, v in axes.values()]})
 
 
 def migrate_workflow(data: Any, only: set | None = None) -> tuple[Any, MigrationReport]:

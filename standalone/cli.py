@@ -39,6 +39,7 @@ class _Progress:
         self.quiet = quiet
         self.node = ("", "")
         self.bar = None
+        self.label = ""
         self.own_previews: set[str] = set()
 
     def on_preview(self, step: int, total: int, image) -> None:
@@ -54,6 +55,12 @@ class _Progress:
     def set_node(self, nid: str, class_type: str) -> None:
         self.close()
         self.node = (nid, class_type)
+        self.label = ""
+
+    def on_progress_text(self, text: str) -> None:
+        """A node's own progress line (the XY Plot's "cell i/N"): the next bar is labelled with it."""
+        self.close()
+        self.label = f" {text}"
 
     def close(self) -> None:
         if self.bar is not None:
@@ -64,7 +71,8 @@ class _Progress:
         from tqdm.auto import tqdm
 
         if self.bar is None and not self.quiet:
-            self.bar = tqdm(total=total, desc=f"node {self.node[0]} {self.node[1]}", unit="step", leave=True)
+            self.bar = tqdm(total=total, desc=f"node {self.node[0]} {self.node[1]}{self.label}",
+                            unit="step", leave=True)
         if self.bar is not None:
             self.bar.n = step + 1
             self.bar.refresh()
@@ -128,7 +136,8 @@ def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, 
     with use_context(ctx):
         execute(prompt, validate_only=True)
     progress = _Progress(Path(preview) if preview else None, DEMO_LATENT_FORMAT, quiet=quiet)
-    observer = Observer(on_step=progress.on_step, on_preview=progress.on_preview, show_images=show_on_node)
+    observer = Observer(on_step=progress.on_step, on_preview=progress.on_preview, show_images=show_on_node,
+                        on_progress_text=progress.on_progress_text)
     with use_context(ctx), observe(observer):
         try:
             results = execute(prompt, on_node=progress.set_node, notice=ctx.notice)
@@ -252,6 +261,29 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    """Sweep a sampler node's settings over X/Y(/Z) and write every cell, the grid and sweep.json."""
+    from .sweep import plan_sweep, run_sweep
+    from .workflow import load_workflow
+
+    check_writable_dir(args.out, "--out")
+    prompt = load_workflow(args.workflow)
+    axes = {slot: value for slot, value in (("x", args.x), ("y", args.y), ("z", args.z)) if value is not None}
+    plan = plan_sweep(prompt, args.node, axes)
+    print(f"sweep: node {plan.node_id} ({plan.class_type}), {len(plan.cells)} cells, images from node "
+          f"{plan.image_node}", file=sys.stderr)
+    index = run_sweep(plan, args.out, args.input_dir, ray=args.ray, workers=args.workers)
+    for grid in index["grids"]:
+        print(f"wrote {Path(args.out) / grid}")
+    print(f"wrote {len(index['cells']) - index['failed']} cells in {Path(args.out) / 'cells'} and "
+          f"{Path(args.out) / 'sweep.json'}")
+    if index["failed"]:
+        print(f"stepwise: {index['failed']} cell(s) failed (drawn as failed in the grid; see sweep.json)",
+              file=sys.stderr)
+        return 1
+    return 0
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     """Run the example workflows shipped in examples/ and write their images and a contact sheet."""
     from .demo import run_demo
@@ -292,6 +324,20 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("--in-place", action="store_true", help="rewrite every .json of the folder (backups: *.json.bak)")
     mig.add_argument("--report", help="also write the report as JSON here")
     mig.set_defaults(func=_cmd_migrate)
+    sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__)
+    sw.add_argument("workflow", help="a workflow .json file (editor or API format)")
+    sw.add_argument("--node", required=True, help="the id of the sampler node to sweep")
+    values_help = ("NAME=VALUES: a widget of the node (seed, steps, cfg, sampler_name, ...) or positive/negative "
+                   "(search and replace: the first value is searched); values 'a,b', '10:30:5', '+1x4', '*'")
+    sw.add_argument("--x", required=True, metavar="NAME=VALUES", help=values_help)
+    sw.add_argument("--y", metavar="NAME=VALUES", help="a second axis (rows)")
+    sw.add_argument("--z", metavar="NAME=VALUES", help="a third axis (one grid per value)")
+    sw.add_argument("--out", default="sweep", help="output folder (default: sweep)")
+    sw.add_argument("--input-dir", default="input", help="where LoadImage reads (default: input)")
+    sw.add_argument("--ray", metavar="ADDRESS", default=None, help="fan the cells out on Ray: 'local' starts a "
+                    "local cluster, 'auto' or ray://host:port joins one (needs the ray extra)")
+    sw.add_argument("--workers", type=int, default=None, help="Ray workers (default: the cluster's CPUs, or GPUs)")
+    sw.set_defaults(func=_cmd_sweep)
     srv = sub.add_parser("serve", help=_cmd_serve.__doc__)
     srv.add_argument("--port", type=int, default=8188)
     srv.add_argument("--listen", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -311,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     toy.add_argument("--width", type=int, default=512)
     toy.add_argument("--height", type=int, default=512)
     toy.set_defaults(func=_cmd_toy)
-    for sub_parser in (demo, run, srv):
+    for sub_parser in (demo, run, srv, sw):
         sub_parser.add_argument("--comfy-version", default=None, metavar="VERSION",
                                 help="reproduce this ComfyUI release's numbers (default: the newest profile, "
                                      f"{NEWEST.comfyui_version}; e.g. 0.3.64)")

@@ -39,6 +39,7 @@ __all__ = ["make_app", "serve", "node_info", "FRONTEND_VERSION"]
 FRONTEND_VERSION = "1.27.10"
 PREVIEW_IMAGE = 1  # ComfyUI's binary event type for a preview, followed by a format id (1 = JPEG)
 PREVIEW_IMAGE_WITH_METADATA = 4  # followed by the metadata length, the metadata JSON and the image
+PROGRESS_TEXT = 3  # followed by the node id length, the node id and the text
 DEFAULT_EXAMPLE = "seamless_split"  # examples/<name>.json: what a fresh editor opens
 MAX_HISTORY = 200  # entries
 MAX_HISTORY_BYTES = 64 * 1024 * 1024  # of JSON across all entries
@@ -169,6 +170,14 @@ class Server:
             payload = struct.pack(">II", PREVIEW_IMAGE, 1) + jpeg
         asyncio.run_coroutine_threadsafe(self._send(payload, sid), self.loop)
 
+    def send_progress_text(self, text: str, node: str | None, sid: str | None = None) -> None:
+        """A progress line under a node, as ComfyUI sends it (binary event 3: node id, then the text)."""
+        if self.loop is None or node is None:
+            return
+        nid = str(node).encode()
+        payload = struct.pack(">II", PROGRESS_TEXT, len(nid)) + nid + text.encode("utf-8")
+        asyncio.run_coroutine_threadsafe(self._send(payload, sid), self.loop)
+
     # --- execution ----------------------------------------------------------------------------------------
     def _work(self) -> None:
         """The executor thread: one prompt at a time; nothing a prompt holds can stop it."""
@@ -230,6 +239,7 @@ class Server:
         ctx = RunContext(output_dir=self.out_dir, input_dir=self.input_dir, temp_dir=self.temp_dir,
                          notice=lambda m: log.info(m))
         observer = Observer(on_step=on_step, on_preview=on_preview, show_images=show, interrupt=self.interrupt,
+                            on_progress_text=lambda text: self.send_progress_text(text, current["node"], sid),
                             want_ui=True, default_preview=PreviewConfig("latent2rgb", min_interval_ms=100))
         status, messages = "success", [["execution_start", {"prompt_id": prompt_id, "timestamp": int(started * 1000)}]]
         try:

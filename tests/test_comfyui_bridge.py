@@ -388,3 +388,40 @@ def test_recipes_inside_comfyui(comfy_env, golden_set):
                                              {"samples": torch.zeros(1, 4, 8, 8)}, 1.0, "none", "false")
     (eff,) = res["ui"]["stepwise_recipe"]
     assert eff["samplers"][0]["seed"] == 5 and len(eff["samplers"][0]["sigmas"]) == 5
+
+
+def test_xy_plot_on_the_efficient_node_inside_comfyui(comfy_env, golden_set):
+    """Inside ComfyUI: the XY Plot script on KSampler Efficient (Stepwise) gives, cell by cell, core KSampler's
+    latents, and a grid IMAGE; progress text goes through ComfyUI's server when it has one."""
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSamplerEfficient, StepwiseXYPlot
+    from stepwise_sampler.nodes.xyplot import CELL_CACHE
+    from stepwise_sampler.standalone.demo_model import DemoVAE
+
+    CELL_CACHE.clear()
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    samplers = [s for s in ("euler", "dpmpp_2m", "uni_pc") if s in SAMPLER_NAMES]
+    (plot,) = StepwiseXYPlot().script("sampler_name", ", ".join(samplers), "steps", "4, 6")
+    res = StepwiseKSamplerEfficient().sample(patcher, 42, 6, 7.0, "euler", "karras", pos, neg, latent, 1.0, "none",
+                                             "true", optional_vae=DemoVAE(), script=plot)
+    cells = res["result"][3]["samples"]
+    assert cells.shape[0] == 2 * len(samplers) and res["result"][5].ndim == 4
+    k = 0
+    for steps in (4, 6):
+        for sampler in samplers:
+            (core,) = nodes.KSampler().sample(patcher, 42, steps, 7.0, sampler, "karras", pos, neg, latent, 1.0)
+            assert torch.allclose(cells[k:k + 1], core["samples"], rtol=1e-5, atol=1e-5), (sampler, steps)
+            k += 1
+    import json
+    import os
+
+    import folder_paths
+    from PIL import Image
+
+    (shown,) = res["ui"]["images"]  # the grid on the node, with the recipe of every cell in its PNG
+    png = Image.open(os.path.join(folder_paths.get_temp_directory(), shown["subfolder"], shown["filename"]))
+    recipe = json.loads(png.text["stepwise"])
+    assert len(recipe["samplers"]) == 2 * len(samplers) and png.size[0] > 3 * 64

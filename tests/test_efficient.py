@@ -156,8 +156,8 @@ def test_bad_inputs():
         eff(dm.DemoModel(), latent=_latent(size=4), vae_decode="true (tiled)")
     with pytest.raises(ValueError, match="script: expected a Stepwise script"):
         eff(dm.DemoModel(), script=("hires", 1.5))
-    with pytest.raises(ValueError, match="unknown script kind 'xy_plot'; allowed: hires_fix"):
-        eff(dm.DemoModel(), script=StepwiseScript.make("xy_plot"))
+    with pytest.raises(ValueError, match="unknown script kind 'tiled_upscale'; allowed: hires_fix, noise, xy_plot"):
+        eff(dm.DemoModel(), script=StepwiseScript.make("tiled_upscale"))
     with pytest.raises(ValueError, match="vae_decode"):
         eff(dm.DemoModel(), vae_decode="output only")  # an Advanced-only mode
 

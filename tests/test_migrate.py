@@ -228,14 +228,6 @@ def test_noise_control_script_in_api_format(tmp_path):
     assert ctx.written
 
 
-def test_xy_plot_is_left_alone_and_reported():
-    graph = {"nodes": [{"id": 1, "type": "XY Plot", "widgets_values": [], "inputs": [], "outputs": []}],
-             "links": []}
-    migrated, report = migrate_workflow(graph)
-    assert migrated == graph and report.not_migrated[0]["type"] == "XY Plot"
-    assert "XY Plot not migrated" in report.lines()[0]
-
-
 def test_only_the_chosen_nodes_migrate():
     path = SHARED / "tutorial" / "SD1.5_KSampler_(Advanced)-divide.json"
     data = json.loads(path.read_text())
@@ -429,3 +421,91 @@ def test_serve_migrate_route(tmp_path):
         assert _post(base + "/stepwise/migrate", b"{not json")[0] == 400
         status, _ = _post(base + "/stepwise/migrate", {"workflow": graph}, {"Origin": "http://evil.example"})
         assert status == 403
+
+
+# --- efficiency-nodes' XY Plot -> XY Plot (Stepwise) ------------------------------------------------------------------
+def _xy_graph(x_input: tuple[str, list], y_input: tuple[str, list] | None, flip: str = "False") -> dict:
+    """HiResFix_Script.workflow.json with its HighRes-Fix Script replaced by an efficiency XY Plot fed by XY Inputs."""
+    base = json.loads((SHARED / "efficiency" / "HiResFix_Script.workflow.json").read_text())
+    hires = next(n for n in base["nodes"] if n["type"] == "HighRes-Fix Script")
+    hires.update(type="XY Plot", widgets_values=[0, flip, "Horizontal", "True", "Plot"], title="my plot",
+                 inputs=[{"name": "dependencies", "type": "DEPENDENCIES", "link": None},
+                         {"name": "X", "type": "XY", "link": None}, {"name": "Y", "type": "XY", "link": None}])
+    hires["properties"] = {"Node name for S&R": "XY Plot"}
+    next_id, next_link = max(n["id"] for n in base["nodes"]) + 1, max(l[0] for l in base["links"]) + 1
+    for k, (slot, spec) in enumerate((("X", x_input), ("Y", y_input))):
+        if spec is None:
+            continue
+        kind, values = spec
+        node = {"id": next_id + k, "type": kind, "pos": [0, 900 + 200 * k], "size": [300, 150], "flags": {},
+                "order": 0, "mode": 0, "inputs": [], "outputs": [{"name": "X or Y", "type": "XY",
+                                                                 "links": [next_link + k]}],
+                "properties": {"Node name for S&R": kind}, "widgets_values": values}
+        base["nodes"].append(node)
+        base["links"].append([next_link + k, node["id"], 0, hires["id"], 1 + k, "XY"])
+        hires["inputs"][1 + k]["link"] = next_link + k
+    return base
+
+
+SAMPLER_INPUT = ("XY Input: Sampler/Scheduler", ["sampler", 3, "euler", "None", "dpmpp_2m", "None", "uni_pc", "None"]
+                 + ["None"] * 94)
+STEPS_INPUT = ("XY Input: Steps", ["steps", 2, 4, 8, 0, 10, 10, 20, 10, 20])
+
+
+def test_efficiency_xy_plot_migrates_and_runs(tmp_path):
+    graph = _xy_graph(SAMPLER_INPUT, STEPS_INPUT)
+    migrated, report = migrate_workflow(graph)
+    plot = next(n for n in migrated["nodes"] if n.get("title") == "my plot")
+    assert plot["type"] == "StepwiseXYPlot"
+    assert plot["widgets_values"] == ["sampler_name", "euler, dpmpp_2m, uni_pc", "steps", "4, 8", "none", ""]
+    assert plot["properties"][MIGRATED_FROM]["type"] == "XY Plot"
+    kinds = _types(migrated)
+    assert not {"XY Plot", "XY Input: Sampler/Scheduler", "XY Input: Steps"} & set(kinds)
+    assert {l[5] for l in migrated["links"]} .isdisjoint({"XY", "DEPENDENCIES"})
+    assert any("XY Input: Steps -> axis steps: 4, 8" in n for c in report.changed for n in c["notes"])
+    results, ctx = run_workflow_file(_write(tmp_path / "m.json", migrated), tmp_path / "out", tmp_path, quiet=True)
+    sampler = next(str(n["id"]) for n in migrated["nodes"] if n["type"] == "StepwiseKSamplerEfficient")
+    assert results[sampler][3]["samples"].shape[0] == 6  # 3 samplers x 2 step counts
+    again, second = migrate_workflow(migrated)
+    assert again == migrated and not second.changed
+
+
+@pytest.mark.parametrize("x, y, flip, want", [
+    (("XY Input: Seeds++ Batch", [4]), None, "False", ["seed", "+1 x4", "none", ""]),
+    (("XY Input: CFG Scale", [3, 5.0, 9.0]), ("XY Input: Denoise", [2, 0.5, 1.0]), "False",
+     ["cfg", "5, 7, 9", "denoise", "0.5, 1"]),
+    (("XY Input: CFG Scale", [2, 5.0, 9.0]), ("XY Input: Add/Return Noise", ["add_noise"]), "True",
+     ["add_noise", "enable, disable", "cfg", "5, 9"]),
+    (("XY Input: Steps", ["end_at_step", 3, 10, 20, 0, 10, 10, 20, 10, 20]), None, "False",
+     ["end_at_step", "10, 15, 20", "none", ""]),
+])
+def test_xy_inputs_become_axes(x, y, flip, want):
+    migrated, _ = migrate_workflow(_xy_graph(x, y, flip))
+    plot = next(n for n in migrated["nodes"] if n.get("title") == "my plot")
+    assert plot["widgets_values"][:4] == want
+
+
+def test_xy_plot_with_an_axis_we_lack_is_reported_and_left():
+    graph = _xy_graph(("XY Input: Checkpoint", ["Ckpt Names", 1, "a.safetensors"]), None)
+    migrated, report = migrate_workflow(graph)
+    plot = next(n for n in migrated["nodes"] if n.get("title") == "my plot")
+    assert plot["type"] == "XY Plot"
+    (line,) = [r for r in report.not_migrated if r["type"] == "XY Plot"]
+    assert "'XY Input: Checkpoint' has no Stepwise axis" in line["reason"]
+
+
+def test_xy_plot_in_api_format(tmp_path):
+    from stepwise_sampler.standalone.workflow import ui_to_prompt
+
+    api = json.loads((SHARED / "efficiency" / "HiRes_Fix_LatentUpscale.prompt.json").read_text())
+    sampler_id = next(k for k, v in api.items() if v["class_type"] == "KSampler (Efficient)")
+    api["900"] = {"class_type": "XY Input: CFG Scale", "inputs": {"batch_count": 2, "first_cfg": 4.0, "last_cfg": 8.0}}
+    api["901"] = {"class_type": "XY Plot", "inputs": {"grid_spacing": 0, "XY_flip": "False", "X": ["900", 0],
+                                                       "Y_label_orientation": "Horizontal", "cache_models": "True",
+                                                       "ksampler_output_image": "Plot"}}
+    api[sampler_id]["inputs"]["script"] = ["901", 0]
+    migrated, report = migrate_workflow(api)
+    assert "900" not in migrated and migrated["901"]["class_type"] == "StepwiseXYPlot"
+    assert migrated["901"]["inputs"]["x_values"] == "4, 8"
+    results, ctx = run_workflow_file(_write(tmp_path / "m.json", migrated), tmp_path / "out", tmp_path, quiet=True)
+    assert results[sampler_id][3]["samples"].shape[0] == 2

@@ -1,0 +1,306 @@
+"""Sweeps: axes over a sampler node's settings, their values as typed lists, and the labelled grid.
+
+Shared by XY Plot (Stepwise) (a SCRIPT for the Efficient nodes, ``nodes/xyplot.py``) and ``stepwise sweep`` (any
+sampler node of a saved workflow, optionally fanned out on Ray, ``standalone/sweep.py``).
+
+Values are written as a list separated by commas (or by new lines, when a value itself holds commas), where
+each item is a value, a range ``start:stop[:step]`` (``stop`` included when the steps land on it), a relative run
+``+step xCOUNT`` (``+1 x4``: the node's own value, then three more, each ``step`` apart; ``×`` works too), or
+``*`` for every allowed value of a list widget.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+import numpy
+
+__all__ = ["AxisSpec", "AXES", "AXIS_NAMES", "parse_values", "format_value", "GridBuilder", "MAX_VALUES",
+           "MAX_CELLS", "MAX_GRID_PIXELS", "replace_term"]
+
+MAX_VALUES = 256  # per axis
+MAX_CELLS = 1024  # per sweep
+MAX_GRID_PIXELS = 4096 * 4096  # larger grids shrink their cells to fit (the cells themselves stay full size)
+
+
+@dataclass(frozen=True)
+class AxisSpec:
+    """One sweepable setting. ``kind``: ``widget`` (a sampler widget), ``noise`` (a Noise (Stepwise) setting),
+    ``prompt`` (search and replace in a prompt, re-encoded), ``input`` (one of the XY Plot's numbered inputs)."""
+
+    name: str
+    kind: str
+    value_type: str  # int | float | combo | text | index
+    help: str
+
+
+AXES: dict[str, AxisSpec] = {a.name: a for a in (
+    AxisSpec("seed", "widget", "int", "the seed (noise_seed on the Advanced nodes)"),
+    AxisSpec("steps", "widget", "int", "steps"),
+    AxisSpec("cfg", "widget", "float", "CFG scale"),
+    AxisSpec("sampler_name", "widget", "combo", "the sampler"),
+    AxisSpec("scheduler", "widget", "combo", "the scheduler"),
+    AxisSpec("denoise", "widget", "float", "denoise (KSampler nodes)"),
+    AxisSpec("start_at_step", "widget", "int", "start_at_step (Advanced nodes)"),
+    AxisSpec("end_at_step", "widget", "int", "end_at_step (Advanced nodes)"),
+    AxisSpec("add_noise", "widget", "combo", "add_noise (Advanced nodes)"),
+    AxisSpec("return_with_leftover_noise", "widget", "combo", "return_with_leftover_noise (Advanced nodes)"),
+    AxisSpec("split_mode", "widget", "combo", "split_mode (Advanced nodes)"),
+    AxisSpec("batch_mode", "noise", "combo", "Noise (Stepwise) batch_mode"),
+    AxisSpec("variation_seed", "noise", "int", "Noise (Stepwise) variation_seed"),
+    AxisSpec("variation_strength", "noise", "float", "Noise (Stepwise) variation_strength"),
+    AxisSpec("sde_noise", "noise", "combo", "the SDE samplers' noise source"),
+    AxisSpec("positive S/R", "prompt", "text", "search and replace in positive_text (the first value is searched)"),
+    AxisSpec("negative S/R", "prompt", "text", "search and replace in negative_text (the first value is searched)"),
+    AxisSpec("model", "input", "index", "model_1..model_4 (values 1..4)"),
+    AxisSpec("latent", "input", "index", "latent_1..latent_4 (values 1..4)"),
+)}
+AXIS_NAMES = ["none"] + list(AXES)
+
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_RANGE = re.compile(rf"^\s*({_NUMBER})\s*:\s*({_NUMBER})\s*(?::\s*({_NUMBER})\s*)?$")
+_RELATIVE = re.compile(rf"^\s*\+\s*({_NUMBER})\s*[x×*]\s*(\d+)\s*$")
+
+
+def _items(text: str) -> list[str]:
+    sep = "\n" if "\n" in text.strip() else ","
+    return [s.strip() for s in text.split(sep) if s.strip()]
+
+
+def _number(token: str, value_type: str, axis: str) -> int | float:
+    try:
+        value = float(token)
+    except ValueError:
+        raise ValueError(f"{axis}: {token!r} is not a number") from None
+    if value_type in ("int", "index"):
+        if value != int(value):
+            raise ValueError(f"{axis}: {token!r} is not a whole number")
+        return int(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{axis}: {token!r} is not a finite number")
+    return value
+
+
+def _range(a: float, b: float, step: float, value_type: str, axis: str) -> list:
+    if step == 0 or (b - a) * step < 0:
+        raise ValueError(f"{axis}: the range {a:g}:{b:g}:{step:g} never reaches its end (step {step:g})")
+    count = int(math.floor((b - a) / step + 1e-9)) + 1
+    if count > MAX_VALUES:
+        raise ValueError(f"{axis}: the range {a:g}:{b:g}:{step:g} has {count} values; at most {MAX_VALUES} per axis")
+    values = [a + k * step for k in range(count)]
+    if value_type in ("int", "index"):
+        return [int(round(v)) for v in values]
+    return [round(v, 10) for v in values]
+
+
+def parse_values(axis: str, text: str, *, allowed: Sequence | None = None, base: Any = None,
+                 value_type: str | None = None) -> list:
+    """The values of one axis from its text. ``allowed``: the choices of a list widget; ``base``: the node's own
+    value, which ``+step xCOUNT`` starts from; ``value_type`` (int, float, combo, text) for a widget that is not
+    one of :data:`AXES`. Every error names the axis and the bad item."""
+    spec = AXES.get(axis)
+    if value_type is not None:
+        spec = AxisSpec(axis, spec.kind if spec else "widget", value_type, "")
+    if spec is None:
+        raise ValueError(f"axis: unknown axis {axis!r}; allowed: {', '.join(AXES)}")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"{axis}: no values (write a list like 'a, b', a range '10:30:5' or '+1 x4')")
+    values: list = []
+    for item in _items(text):
+        if spec.value_type == "text":
+            values.append(item)
+        elif spec.value_type == "combo":
+            if item in ("*", "all"):
+                if not allowed:
+                    raise ValueError(f"{axis}: '*' needs the list of allowed values")
+                values.extend(allowed)
+            elif allowed is not None and item not in allowed:
+                raise ValueError(f"{axis}: {item!r} is not one of the allowed values: {', '.join(map(str, allowed))}")
+            else:
+                values.append(item)
+        else:
+            m, r = _RANGE.match(item), _RELATIVE.match(item)
+            if m:
+                a = _number(m.group(1), spec.value_type, axis)
+                b = _number(m.group(2), spec.value_type, axis)
+                step = _number(m.group(3), spec.value_type, axis) if m.group(3) else (1 if b >= a else -1)
+                values.extend(_range(a, b, step, spec.value_type, axis))
+            elif r:
+                if base is None:
+                    raise ValueError(f"{axis}: {item!r} counts from the node's own value, which is not known here")
+                step, count = _number(r.group(1), spec.value_type, axis), int(r.group(2))
+                if not 1 <= count <= MAX_VALUES:
+                    raise ValueError(f"{axis}: {item!r}: the count must be 1..{MAX_VALUES}")
+                values.extend(_range(base, base + step * (count - 1), step or 1, spec.value_type, axis)
+                              if step else [base] * count)
+            else:
+                values.append(_number(item, spec.value_type, axis))
+        if len(values) > MAX_VALUES:
+            raise ValueError(f"{axis}: more than {MAX_VALUES} values")
+    if spec.value_type == "index":
+        bad = [v for v in values if not 1 <= v <= 4]
+        if bad:
+            raise ValueError(f"{axis}: {bad[0]} is not an input number; allowed: 1, 2, 3, 4 ({axis}_1..{axis}_4)")
+    if spec.kind == "prompt" and len(values) < 2:
+        raise ValueError(f"{axis}: give the searched text first, then at least one replacement ('red, blue')")
+    return values
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def replace_term(text: str, search: str, replacement: str, axis: str) -> str:
+    if search not in text:
+        raise ValueError(f"{axis}: {search!r} does not occur in the prompt text {text[:80]!r}")
+    return text.replace(search, replacement)
+
+
+# --- the grid -----------------------------------------------------------------------------------------------------
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: the fixed bitmap font
+        return ImageFont.load_default()
+
+
+def _to_uint8(images) -> numpy.ndarray:
+    """An IMAGE batch (B, H, W, C) in 0..1 (or uint8) -> one uint8 (H, B*W, 3) strip (a batch shows side by side)."""
+    import torch
+
+    if isinstance(images, torch.Tensor):
+        arr = images.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().numpy()
+    else:
+        arr = numpy.asarray(images)
+        if arr.dtype != numpy.uint8:
+            arr = numpy.round(numpy.clip(arr.astype(numpy.float32), 0, 1) * 255).astype(numpy.uint8)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.shape[-1] == 1:
+        arr = numpy.repeat(arr, 3, axis=-1)
+    arr = arr[..., :3]
+    return numpy.concatenate(list(arr), axis=1)
+
+
+@dataclass
+class _Cell:
+    image: numpy.ndarray | None
+    note: str
+    failed: bool = False
+
+
+class GridBuilder:
+    """Collects cells (kept as uint8, shrunk once so the whole grid fits :data:`MAX_GRID_PIXELS`) and draws the
+    labelled grid(s): X values across, Y values down, one grid per Z value, the time under each cell."""
+
+    def __init__(self, x: tuple[str, list], y: tuple[str, list] | None, z: tuple[str, list] | None) -> None:
+        self.x, self.y, self.z = x, y, z
+        self.nx, self.ny, self.nz = len(x[1]), len(y[1]) if y else 1, len(z[1]) if z else 1
+        self.cells: dict[tuple[int, int, int], _Cell] = {}
+        self.scale: float | None = None
+
+    @property
+    def count(self) -> int:
+        return self.nx * self.ny * self.nz
+
+    def _shrink(self, arr: numpy.ndarray) -> numpy.ndarray:
+        from PIL import Image
+
+        if self.scale is None:
+            h, w = arr.shape[:2]
+            self.scale = min(1.0, math.sqrt(MAX_GRID_PIXELS / max(1, self.count * h * w)))
+        if self.scale >= 1.0:
+            return arr
+        h, w = arr.shape[:2]
+        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        return numpy.asarray(Image.fromarray(arr).resize(size, Image.Resampling.LANCZOS))
+
+    def add(self, ix: int, iy: int, iz: int, images, note: str) -> None:
+        self.cells[(ix, iy, iz)] = _Cell(self._shrink(_to_uint8(images)), note)
+
+    def fail(self, ix: int, iy: int, iz: int, message: str) -> None:
+        self.cells[(ix, iy, iz)] = _Cell(None, message, failed=True)
+
+    def render(self) -> list:
+        """One PIL image per Z value, all the same size."""
+        from PIL import Image, ImageDraw
+
+        shown = [c.image for c in self.cells.values() if c.image is not None]
+        cw = max((a.shape[1] for a in shown), default=256)
+        ch = max((a.shape[0] for a in shown), default=256)
+        fs = max(12, min(40, ch // 14))
+        font, small = _font(fs), _font(max(10, int(fs * 0.75)))
+        pad = max(4, fs // 3)
+        xlab = [format_value(v) for v in self.x[1]]
+        ylab = [format_value(v) for v in self.y[1]] if self.y else [""]
+        probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+        def width(text, f):
+            return int(probe.textlength(text, font=f)) if text else 0
+
+        left = (max(width(t, font) for t in ylab) + 2 * pad) if self.y else pad
+        left = max(left, width(f"{self.y[0]} ↓", small) + 2 * pad) if self.y else left
+        title_h = fs + 2 * pad
+        head_h = fs + 2 * pad
+        note_h = int(fs * 0.75) + pad
+        top = title_h + head_h
+        W = left + self.nx * (cw + pad) + pad
+        H = top + self.ny * (ch + note_h + pad) + pad
+        out = []
+        for iz in range(self.nz):
+            img = Image.new("RGB", (W, H), (255, 255, 255))
+            d = ImageDraw.Draw(img)
+            title = f"x: {self.x[0]}" + (f"   y: {self.y[0]}" if self.y else "")
+            if self.z:
+                title = f"{self.z[0]} = {format_value(self.z[1][iz])}   " + title
+            d.text((pad, pad), title, fill=(0, 0, 0), font=font)
+            for ix, label in enumerate(xlab):
+                x0 = left + ix * (cw + pad)
+                d.text((x0 + (cw - width(label, font)) // 2, title_h + pad // 2), label, fill=(0, 0, 0), font=font)
+            for iy, label in enumerate(ylab):
+                y0 = top + iy * (ch + note_h + pad)
+                d.text((pad, y0 + (ch - fs) // 2), label, fill=(0, 0, 0), font=font)
+                for ix in range(self.nx):
+                    x0 = left + ix * (cw + pad)
+                    cell = self.cells.get((ix, iy, iz))
+                    if cell is None:
+                        continue
+                    if cell.image is not None:
+                        img.paste(Image.fromarray(cell.image), (x0, y0))
+                    else:
+                        d.rectangle([x0, y0, x0 + cw - 1, y0 + ch - 1], outline=(200, 0, 0), width=3)
+                        _wrap(d, cell.note, (x0 + pad, y0 + pad), cw - 2 * pad, small, (200, 0, 0))
+                    if not cell.failed:
+                        d.text((x0, y0 + ch + 1), cell.note, fill=(90, 90, 90), font=small)
+            out.append(img)
+        return out
+
+
+def _wrap(draw, text: str, xy: tuple[int, int], width: int, font, fill) -> None:
+    x, y = xy
+    line = ""
+    step = int(getattr(font, "size", 12) * 1.2)
+    for word in text.split():
+        trial = f"{line} {word}".strip()
+        if line and draw.textlength(trial, font=font) > width:
+            draw.text((x, y), line, fill=fill, font=font)
+            y += step
+            line = word
+        else:
+            line = trial
+    if line:
+        draw.text((x, y), line, fill=fill, font=font)
+
+
+def cell_order(nx: int, ny: int, nz: int) -> Iterable[tuple[int, int, int]]:
+    """Z outermost, then Y, then X (row by row, as the grid reads)."""
+    for iz in range(nz):
+        for iy in range(ny):
+            for ix in range(nx):
+                yield ix, iy, iz
