@@ -32,9 +32,8 @@ def node_height(g: GraphBuilder, class_type: str) -> int:
         for name, spec in types.get(section, {}).items():
             kind = spec[0]
             opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-            if opts.get("forceInput"):
-                sockets += 1
-            elif isinstance(kind, (list, tuple)) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
+            # forceInput scalars count as widgets too: frontend 1.27's Vue renderer gives them a widget row
+            if isinstance(kind, (list, tuple)) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"):
                 widgets += 1 + (1 if opts.get("control_after_generate") or name in ("seed", "noise_seed") else 0)
                 if kind == "STRING" and opts.get("multiline"):
                     text_rows += 3
