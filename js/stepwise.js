@@ -9,7 +9,7 @@ import { handoff } from "./lib/handoff.js";
 
 const SAMPLER_NODES = new Set(["StepwiseKSampler", "StepwiseKSamplerAdvanced", "StepwiseKSamplerEfficient",
   "StepwiseKSamplerAdvancedEfficient"]);
-const PLOTTED = new Set([...SAMPLER_NODES, "StepwiseSchedule"]);
+const PLOTTED = new Set([...SAMPLER_NODES, "StepwiseSchedule", "StepwiseFitSchedule"]);
 const WIDTH = 300;
 const HEIGHT = 110;
 const PLOT_WIDGET = "stepwise_schedule";
@@ -142,7 +142,13 @@ function attachPlot(node) {
     if (o.noise) span += " · seed/add_noise from the noise input";
     if (o.sigmas) span += ` · sigmas from ${o.sigmas}`;
     if (o.sampler) span += ` · sampler from ${o.sampler}`;
-    const name = node.comfyClass === "StepwiseSchedule" ? v.schedule : (o.schedule?.schedule ?? (o.sigmas ? "socket" : v.scheduler));
+    let name = node.comfyClass === "StepwiseSchedule" ? v.schedule : (o.schedule?.schedule ?? (o.sigmas ? "socket" : v.scheduler));
+    if (node.comfyClass === "StepwiseFitSchedule") {
+      // grey: karras at the same steps; orange (after a run): the fitted schedule
+      name = state.used ? `fitted (orange) vs karras (grey), ${v.sampler_name}` : `karras (grey); run to fit for ${v.sampler_name}`;
+      const fit = state.used?.fit;
+      if (fit) span = `${fit.calls} model calls, ${fit.seconds} s`;
+    }
     drawPlot(ctx, layoutPlot(s, { width, height }),
       { width, height, used: state.used, warning, title: `${name} · ${span}`, seamless: h.seamless });
     canvas.dataset.steps = String(s.sigmas.length - 1);
@@ -160,6 +166,9 @@ function attachPlot(node) {
     if (node.comfyClass === "StepwiseSchedule") {
       delete query.scheduler;
       extra = `&schedule=${encodeURIComponent(v.schedule)}`;
+    } else if (node.comfyClass === "StepwiseFitSchedule") {
+      query.scheduler = "karras";
+      query.denoise = 1;
     } else if (state.override.schedule) {
       // sigmas from a Schedule (Stepwise) node: plot that schedule, sliced by this node's start/end
       const sv = state.override.schedule;

@@ -1,6 +1,7 @@
 """ComfyUI node classes. Thin: they validate and translate widgets, then call the sampling core."""
 from __future__ import annotations
 
+from .fit import StepwiseFitSchedule
 from .efficient import StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced
 from .noise import StepwiseNoise
@@ -20,6 +21,7 @@ NODE_CLASS_MAPPINGS = {
     "StepwiseSchedule": StepwiseSchedule,
     "StepwiseSampler": StepwiseSampler,
     "StepwiseXYPlot": StepwiseXYPlot,
+    "StepwiseFitSchedule": StepwiseFitSchedule,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -33,8 +35,9 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseSchedule": "Schedule (Stepwise)",
     "StepwiseSampler": "Sampler (Stepwise)",
     "StepwiseXYPlot": "XY Plot (Stepwise)",
+    "StepwiseFitSchedule": "Fit Schedule (Stepwise)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
            "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
-           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler", "StepwiseXYPlot"]
+           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler", "StepwiseXYPlot", "StepwiseFitSchedule"]

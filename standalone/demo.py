@@ -169,6 +169,18 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     save_png(_sheet(rows, "every schedule at 10 steps, dpmpp_2m, 'blue star on white background' (demo model)"),
              out / "schedules.png")
 
+    say("fitted schedule: 'red circle on white background' (cfg 3, uni_pc) at 6 steps with karras and with a schedule "
+        "fitted to the model, next to 50 steps")
+    p, res, ctx = run("fitted_schedule")
+    ref = res[_by_title(p, "reference: 50 steps")][0]["samples"]
+    row = [_tile(_image(res, _decoder_of(p, _by_title(p, "reference: 50 steps"))), "50 steps (reference)")]
+    for label, title in (("karras, 6 steps", "karras, 6 steps"), ("fitted, 6 steps", "fitted, 6 steps")):
+        nid = _by_title(p, title)
+        err = (res[nid][0]["samples"] - ref).pow(2).mean().sqrt().item()
+        say(f"  {label}: RMSE vs 50 steps {err:.3f} (latent)")
+        row.append(_tile(_image(res, _decoder_of(p, nid)), f"{label} (RMSE {err:.2f})"))
+    tiles.append(row)
+
     say("img2img: the input picture, noised for step 8 of 20, sampled with 'orange star, black background'")
     p, res, ctx = run("img2img")
     tiles[0] += [_tile(Image.open(input_dir / "demo_input.png"), "img2img input"),
@@ -194,7 +206,7 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     tiles.append([_tile(Image.open(w), w.parent.name + "/" + w.name.split("_0")[0]) for w in ctx.written])
 
     sheet = _sheet(tiles, "Stepwise demo on the embedded model: txt2img, split, seamless split, per-item noise, "
-                          "variations, img2img, prompt switch, style switch")
+                          "variations, fitted schedule, img2img, prompt switch, style switch")
     path = save_png(sheet, out / "contact_sheet.png")
     say(f"wrote {path} and {len(list(out.rglob('*.png')))} PNGs under {out} in {time.perf_counter() - start:.1f} s")
     return path

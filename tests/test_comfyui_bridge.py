@@ -425,3 +425,34 @@ def test_xy_plot_on_the_efficient_node_inside_comfyui(comfy_env, golden_set):
     png = Image.open(os.path.join(folder_paths.get_temp_directory(), shown["subfolder"], shown["filename"]))
     recipe = json.loads(png.text["stepwise"])
     assert len(recipe["samplers"]) == 2 * len(samplers) and png.size[0] > 3 * 64
+
+
+def test_fit_schedule_inside_comfyui(comfy_env, golden_set):
+    """Inside ComfyUI the fit calls the model through ComfyUI's guider: the same sigmas as the fit on our own run of
+    the toy model, within the budget, plotted; core's SamplerCustom runs them as our KSampler's sigmas socket does."""
+    nodes, comfy = comfy_env
+    import comfy.samplers
+    import comfy_extras.nodes_custom_sampler as custom
+    from stepwise_sampler.nodes import StepwiseFitSchedule, StepwiseKSampler
+    from stepwise_sampler.nodes.fit import FIT_CACHE
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    FIT_CACHE.clear()
+    ret = StepwiseFitSchedule().fit(patcher, pos, neg, latent, 5.0, 6, "uni_pc", 3, 40)
+    (sigmas,) = ret["result"]
+    (summary,) = ret["ui"]["stepwise"]
+    assert sigmas.shape == (7,) and float(sigmas[-1]) == 0.0 and torch.all(sigmas[:-1] > sigmas[1:])
+    assert summary["fit"]["calls"] <= 300 and len(summary["points"]) == 7
+    FIT_CACHE.clear()
+    ours = StepwiseFitSchedule().fit(golden_set.model, pos, neg, latent, 5.0, 6, "uni_pc", 3, 40)
+    ours = ours["result"][0] if isinstance(ours, dict) else ours[0]
+    assert torch.allclose(sigmas, ours, rtol=1e-4), (sigmas, ours)
+    ksel = comfy.samplers.ksampler("uni_pc")
+    core, _ = _call(custom.SamplerCustom, model=patcher, add_noise=True, noise_seed=9, cfg=5.0, positive=pos,
+                    negative=neg, sampler=ksel, sigmas=sigmas, latent_image=latent)
+    mine = _latent(StepwiseKSampler().sample(patcher, 9, 6, 5.0, "uni_pc", "karras", pos, neg, latent, 1.0,
+                                             sigmas=sigmas))
+    assert torch.allclose(mine["samples"], core["samples"], rtol=1e-5, atol=1e-5)
