@@ -19,6 +19,7 @@ from .plan import (
     plan_sigmas,
     slice_sigmas,
 )
+from .fit import FITTABLE_SAMPLERS, FitResult, fit_schedule, fit_schedule_report
 
 __all__ = [
     "DiscreteModelSampling",
@@ -33,4 +34,8 @@ __all__ = [
     "ksampler_sigmas",
     "plan_sigmas",
     "slice_sigmas",
+    "fit_schedule",
+    "fit_schedule_report",
+    "FitResult",
+    "FITTABLE_SAMPLERS",
 ]

@@ -9,8 +9,9 @@ import torch
 
 from stepwise_sampler.nodes import StepwiseFitSchedule, StepwiseKSampler
 from stepwise_sampler.sampling import SAMPLERS
-from stepwise_sampler.schedulers import DiscreteModelSampling, ksampler_sigmas
-from stepwise_sampler.schedulers.fit import (FITTABLE_SAMPLERS, clear_fit_cache, fit_schedule, fit_schedule_report)
+from stepwise_sampler.schedulers import (FITTABLE_SAMPLERS, DiscreteModelSampling, fit_schedule, fit_schedule_report,
+                                         ksampler_sigmas)
+from stepwise_sampler.schedulers.fit import clear_fit_cache
 from conftest import REPO
 
 MS = DiscreteModelSampling.scaled_linear()
