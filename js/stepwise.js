@@ -148,6 +148,7 @@ function attachPlot(node) {
       name = state.used ? `fitted (orange) vs karras (grey), ${v.sampler_name}` : `karras (grey); run to fit for ${v.sampler_name}`;
       const fit = state.used?.fit;
       if (fit) span = `${fit.calls} model calls, ${fit.seconds} s`;
+      canvas.dataset.fitCalls = fit ? String(fit.calls) : "";
     }
     drawPlot(ctx, layoutPlot(s, { width, height }),
       { width, height, used: state.used, warning, title: `${name} · ${span}`, seamless: h.seamless });

@@ -450,7 +450,7 @@ def test_fit_schedule_inside_comfyui(comfy_env, golden_set):
     ours = StepwiseFitSchedule().fit(golden_set.model, pos, neg, latent, 5.0, 6, "uni_pc", 3, 40)
     ours = ours["result"][0] if isinstance(ours, dict) else ours[0]
     assert torch.allclose(sigmas, ours, rtol=1e-4), (sigmas, ours)
-    ksel = comfy.samplers.ksampler("uni_pc")
+    ksel = comfy.samplers.sampler_object("uni_pc")
     core, _ = _call(custom.SamplerCustom, model=patcher, add_noise=True, noise_seed=9, cfg=5.0, positive=pos,
                     negative=neg, sampler=ksel, sigmas=sigmas, latent_image=latent)
     mine = _latent(StepwiseKSampler().sample(patcher, 9, 6, 5.0, "uni_pc", "karras", pos, neg, latent, 1.0,

@@ -295,6 +295,37 @@ test("XY Plot (Stepwise): the example runs and shows its grid on the Efficient n
   assert.deepEqual(apiFailures, []);
 });
 
+test("Fit Schedule (Stepwise): the example runs; the fitted schedule is drawn over karras with its cost", async () => {
+  await loadExample("fitted_schedule.json");
+  const [id] = await nodesOf("StepwiseFitSchedule");
+  await page.evaluate(async () => {
+    window.__stepwiseFit = { done: false, outputs: {} };
+    const { api } = await import("/scripts/api.js");
+    api.addEventListener("executed", (e) => { window.__stepwiseFit.outputs[e.detail.node] = e.detail.output; });
+    api.addEventListener("execution_success", () => { window.__stepwiseFit.done = true; });
+  });
+  await page.getByRole("button", { name: "Run", exact: true }).first().click();
+  await page.waitForFunction(() => window.__stepwiseFit.done, null, { timeout: 180000 });
+  await page.waitForTimeout(800);
+  const state = await page.evaluate((id) => {
+    const out = window.__stepwiseFit.outputs[String(id)] || {};
+    const canvas = document.querySelector(`canvas.stepwise-schedule[data-node-id='${id}']`);
+    return { summary: (out.stepwise || [])[0], fitCalls: Number(canvas?.dataset.fitCalls || 0) };
+  }, id);
+  await page.evaluate((id) => {
+    const n = window.app.graph.getNodeById(id);
+    window.app.canvas.ds.offset = [-n.pos[0] + 60, -n.pos[1] + 80];
+    window.app.canvas.setDirty(true, true);
+  }, id);
+  await page.waitForTimeout(600);
+  await page.screenshot({ path: join(artifacts, "10-fitted-schedule-run.png") });
+  assert.ok(state.summary?.fit, "the fit node reports its fit");
+  assert.equal(state.summary.points.length, 7, "6 steps: 7 sigmas");
+  assert.ok(state.fitCalls > 0 && state.fitCalls <= 300, `the plot shows the fit's cost (${state.fitCalls} calls)`);
+  assert.deepEqual(consoleErrors, []);
+  assert.deepEqual(apiFailures, []);
+});
+
 test("Migrate samplers to Stepwise: a node's menu, the command, an efficiency workflow before and after", async () => {
   const wf = JSON.parse(readFileSync(join(repo, "..", "shared", "workflows", "efficiency", "HiResFix_Script.workflow.json"),
     "utf8"));
