@@ -318,8 +318,11 @@ def suite_accuracy(args, peers) -> dict:
             results[f"{name}/{scheduler}"] = pts
             _progress(f"accuracy {name}/{scheduler}: " + ", ".join(f"{p['nfe']}:{p['rmse']:.2e}" for p in pts))
     dist = suite_distribution(args, model, clip)
+    from .fitted import timed
+
+    fitted = timed(args.quick, _progress)
     return {"size": size, "reference": "dpmpp_2m, 2000 steps of the same schedule", "rmse": results,
-            "distribution": dist}
+            "distribution": dist, "fitted": fitted}
 
 
 def _sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 128) -> float:
@@ -498,12 +501,15 @@ def _progress(msg: str) -> None:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("suites", nargs="*", choices=[[]] + list(SUITES), default=[], metavar="SUITE",
+                        help=f"run only these suites ({', '.join(SUITES)}); same as --suite")
     parser.add_argument("--suite", action="append", choices=list(SUITES), help="run only these suites")
     parser.add_argument("--quick", action="store_true", help="a fast smoke run (fewer configs)")
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--out", default=str(RESULTS))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    args.suite = (args.suite or []) + [name for name in args.suites if name] or None
     args.repeats = args.repeats or (2 if args.quick else 5)
     torch.set_num_threads(args.threads)
     peers = {}

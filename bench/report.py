@@ -1,6 +1,7 @@
 """Tables (markdown) and plots (PNG) of a bench run, with each target marked met or missed."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 __all__ = ["summary", "plots"]
@@ -106,6 +107,45 @@ def summary(results: dict, meta: dict) -> str:
         lines += [f"| {r['sampler']} | {r['extra_latent_buffers']:.1f} |" for r in rows]
         worst = max(r["extra_latent_buffers"] for r in rows)
         lines += ["", f"Target peak ≤ forward peak + 6 latent-sized buffers: {_ok(worst <= 6)} (worst {worst:.1f}).", ""]
+    fitted = results.get("accuracy", {}).get("fitted")
+    if fitted:
+        lines += [f"## Fitted schedules: RMSE vs a 2000-step reference ({fitted['draws']} draws, fit on "
+                  f"{fitted['calibration']} other draws, ≤ 300 model calls per fit, teacher included)", "",
+                  "Best pairs on the evaluation draws (the target's definition: 117 core pairs against 13 fitted ones, "
+                  "each picked on the draws it is judged on), then the pairs picked on the calibration draws and "
+                  "judged on the evaluation draws (what a user without the answer would get).", "",
+                  "| model | NFE | best core pair | RMSE | best AYS/GITS pair | RMSE | best fitted pair | RMSE | "
+                  "core / fitted | picked on calibration: core pair | RMSE | fitted | RMSE | core / fitted | "
+                  "fit: calls, seconds |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        verdicts, fair = [], []
+        for model, data in fitted["models"].items():
+            for nfe, b in sorted(data["best"].items(), key=lambda kv: int(kv[0])):
+                c, f, e = b["core"], b["fitted"], b.get("extra")
+                extra = f"{e['sampler']}/{e['schedule']} | {e['rmse']:.4g}" if e else "- | -"
+                cc, fc = b.get("core_cal"), b.get("fitted_cal")
+                picked = (f"{cc['sampler']}/{cc['schedule']} | {cc['rmse']:.4g} | {fc['sampler']} | {fc['rmse']:.4g} | "
+                          f"{b['ratio_cal']:.2f}×") if cc else "- | - | - | - | -"
+                lines.append(f"| {model} | {nfe} | {c['sampler']}/{c['schedule']} | {c['rmse']:.4g} | {extra} | "
+                             f"{f['sampler']} | {f['rmse']:.4g} | {b['ratio']:.2f}× | {picked} | {f.get('fit_calls')}, "
+                             f"{f.get('fit_seconds')} s |")
+                if int(nfe) in (5, 8, 10):
+                    verdicts.append(b["ratio"] >= 3.0)
+                    if cc:
+                        fair.append(b["ratio_cal"])
+        lines += ["", f"Target ≥ 3× lower RMSE than the best core pair at NFE 5, 8 and 10 on every model: "
+                      f"{_ok(all(verdicts))} ({sum(verdicts)} of {len(verdicts)} model/NFE cells)."]
+        if fair:
+            lines += [f"Picked on calibration draws, fitted / core at NFE 5, 8, 10: {min(fair):.2f}× to {max(fair):.2f}× "
+                      f"(geometric mean {math.exp(sum(map(math.log, fair)) / len(fair)):.2f}×)."]
+        for model, data in fitted["models"].items():  # what the node promises: better than karras, same sampler
+            rmse = {(r["nfe"], r["sampler"], r["schedule"]): r["rmse"] for r in data["rows"]}
+            gains = [rmse[(n, s, "karras")] / e for (n, s, sch), e in rmse.items()
+                     if sch == "fitted" and int(n) in (5, 8, 10) and e and rmse.get((n, s, "karras"))]
+            if gains:
+                lines += [f"{model}: fitted vs karras for the same sampler at NFE 5, 8, 10: geometric mean "
+                          f"{math.exp(sum(map(math.log, gains)) / len(gains)):.2f}×, better in {sum(g > 1 for g in gains)} "
+                          f"of {len(gains)}, {min(gains):.2f}× to {max(gains):.2f}×."]
+        lines += [""]
     if "sweep" in results:
         rows = results["sweep"]["rows"]
         mib = 2 ** 20
@@ -155,6 +195,29 @@ def plots(results: dict, out: Path) -> None:
         fig.suptitle("Accuracy vs NFE on the demo model's exact denoiser")
         fig.tight_layout()
         fig.savefig(out / "accuracy.png", dpi=110)
+        plt.close(fig)
+    fitted = results.get("accuracy", {}).get("fitted")
+    if fitted:
+        models = list(fitted["models"])
+        fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.5), squeeze=False)
+        for ax, model in zip(axes[0], models):
+            best = fitted["models"][model]["best"]
+            nfes = sorted(best, key=int)
+            for key, label, style in (("core", "best core pair", "o-"), ("extra", "best AYS/GITS pair", "s--"),
+                                      ("fitted", "best fitted pair", "^-"),
+                                      ("core_cal", "core pair picked on calibration draws", "o:"),
+                                      ("fitted_cal", "fitted pair picked on calibration draws", "^:")):
+                ys = [best[n][key]["rmse"] if best[n].get(key) else float("nan") for n in nfes]
+                ax.plot([int(n) for n in nfes], ys, style, label=label)
+            ax.set_yscale("log")
+            ax.set_title(model, fontsize=9)
+            ax.set_xlabel("model evaluations (NFE)")
+            ax.grid(True, which="both", alpha=0.3)
+        axes[0][0].set_ylabel("RMSE vs 2000-step reference")
+        axes[0][0].legend(fontsize=8)
+        fig.suptitle("Fitted schedules vs core's best sampler/schedule pair")
+        fig.tight_layout()
+        fig.savefig(out / "accuracy_fitted.png", dpi=110)
         plt.close(fig)
     if "overhead" in results and any("kdiff_us_per_step" in r for r in results["overhead"]["rows"]):
         rows = [r for r in results["overhead"]["rows"] if r["size"] == 64 and r["cfg"] == 7.0]

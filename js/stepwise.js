@@ -145,9 +145,9 @@ function attachPlot(node) {
     let name = node.comfyClass === "StepwiseSchedule" ? v.schedule : (o.schedule?.schedule ?? (o.sigmas ? "socket" : v.scheduler));
     if (node.comfyClass === "StepwiseFitSchedule") {
       // grey: karras at the same steps; orange (after a run): the fitted schedule
-      name = state.used ? `fitted (orange) vs karras (grey), ${v.sampler_name}` : `karras (grey); run to fit for ${v.sampler_name}`;
+      name = state.used ? "fitted (orange) vs karras (grey)" : `karras (grey); run to fit for ${v.sampler_name}`;
       const fit = state.used?.fit;
-      if (fit) span = `${fit.calls} model calls, ${fit.seconds} s`;
+      if (fit) span = `${fit.calls} calls, ${Number(fit.seconds).toFixed(1)} s`;
       canvas.dataset.fitCalls = fit ? String(fit.calls) : "";
     }
     drawPlot(ctx, layoutPlot(s, { width, height }),

@@ -106,7 +106,7 @@ class StepwiseFitSchedule:
         sigmas = torch.tensor([sigma_max, 0.0])
         backend.sample(noise, latent, fitting_sampler, sigmas, positive, negative, cfg)
         r = found["result"]
-        report = {"calls": r.calls, "seconds": round(r.seconds, 3), "gamma": r.gamma,
+        report = {"calls": r.calls, "seconds": round(r.seconds, 3), "shape": r.shape,
                   "sigma_last": round(r.sigma_last, 5), "calibration_rmse": r.calibration_rmse,
                   "candidates": r.candidates, "sampler": sampler_name}
         return r.sigmas, report

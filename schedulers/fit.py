@@ -55,6 +55,7 @@ class FitResult:
     calibration_rmse: float
     candidates: int
     cached: bool = False
+    shape: str = ""  # the winning candidate, e.g. "gamma 0.5, sigma_last 0.0875" or "core beta"
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,18 @@ def _candidate(t: "_Teacher", steps: int, shape: tuple, sigma_max: float, sigma_
     return _equidistributed(t, steps, value, sigma_max, sigma_last)
 
 
+def _candidates(t: _Teacher, steps: int, sigma_max: float, lasts: list):
+    """(label, gamma, sigma_last, sigmas) in the order tried: every shape ending at sigma_min, then ending higher."""
+    def shapes(sigma_last: float):
+        for shape in SHAPES:
+            gamma = shape[1] if shape[0] == "gamma" else -shape[1]
+            label = f"{shape[0]} {'rho ' if shape[0] == 'karras' else ''}{shape[1]:g}, sigma_last {sigma_last:.4g}"
+            yield label, gamma, sigma_last, _candidate(t, steps, shape, sigma_max, sigma_last)
+
+    for sigma_last in lasts:
+        yield from shapes(sigma_last)
+
+
 def _equidistributed(t: _Teacher, steps: int, gamma: float, sigma_max: float, sigma_last: float) -> torch.Tensor:
     """``steps + 1`` sigmas: sigma_max, then points equally spaced in ∫ w^γ dλ up to sigma_last, then 0."""
     if steps == 1:
@@ -183,7 +196,7 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
     if fit_key is not None and fit_key in _FITS:
         hit = _FITS[fit_key]
         return FitResult(hit.sigmas.clone(), 0, 0, 0.0, hit.gamma, hit.sigma_last, hit.calibration_rmse,
-                         hit.candidates, cached=True)
+                         hit.candidates, cached=True, shape=hit.shape)
     started = time.perf_counter()
     extra_args = dict(extra_args or {})
     teacher_key = None if cache_key is None else (cache_key, sigma_max, sigma_min, teacher_steps)
@@ -206,19 +219,17 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
 
     lasts = [sigma_min * f for f in LAST_FACTORS if sigma_min * f < sigma_max / 4] or [sigma_min]
     seen, tried = set(), []
-    best = (math.inf, None, -1.0, lasts[0])
+    best = (math.inf, None, -1.0, lasts[0], "")
     try:
-        for sigma_last in lasts:
-            for shape in SHAPES:
-                sig = _candidate(teacher, steps, shape, sigma_max, sigma_last)
-                key = tuple(round(v, 6) for v in sig.tolist())
-                if key in seen or not _valid(sig):
-                    continue
-                seen.add(key)
-                err = score(sig)
-                tried.append(err)
-                if err < best[0]:
-                    best = (err, sig, shape[1] if shape[0] == "gamma" else -shape[1], sigma_last)
+        for label, gamma, sigma_last, sig in _candidates(teacher, steps, sigma_max, lasts):
+            key = tuple(round(v, 6) for v in sig.tolist())
+            if key in seen or not _valid(sig):
+                continue
+            seen.add(key)
+            err = score(sig)
+            tried.append(err)
+            if err < best[0]:
+                best = (err, sig, gamma, sigma_last, label)
         if refine and best[1] is not None and steps >= 2:
             sig = best[1].clone()
             improved = True
@@ -234,16 +245,16 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
                         err = score(trial)
                         tried.append(err)
                         if err < best[0] * 0.99:
-                            best = (err, trial, best[2], best[3])
+                            best = (err, trial, best[2], best[3], best[4] + ", refined")
                             sig = trial
                             improved = True
     except _Budget:
         pass
     if best[1] is None:  # not even one candidate fitted in the budget: the log-uniform schedule
         best = (math.inf, _karras(steps, sigma_max, lasts[0], 7.0) if steps > 1 else torch.tensor([sigma_max, 0.0]),
-                -7.0, lasts[0])
+                -7.0, lasts[0], "karras rho 7 (no candidate fitted in the budget)")
     result = FitResult(best[1], teacher_calls + counted.calls, teacher_calls, time.perf_counter() - started,
-                       float(best[2]), float(best[3]), float(best[0]), len(tried))
+                       float(best[2]), float(best[3]), float(best[0]), len(tried), shape=best[4])
     if fit_key is not None:
         _remember(_FITS, fit_key, result, 64)
     return result

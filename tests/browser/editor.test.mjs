@@ -314,7 +314,8 @@ test("Fit Schedule (Stepwise): the example runs; the fitted schedule is drawn ov
   }, id);
   await page.evaluate((id) => {
     const n = window.app.graph.getNodeById(id);
-    window.app.canvas.ds.offset = [-n.pos[0] + 60, -n.pos[1] + 80];
+    window.app.canvas.ds.scale = 1;
+    window.app.canvas.ds.offset = [-n.pos[0] + 140, -n.pos[1] + 110];
     window.app.canvas.setDirty(true, true);
   }, id);
   await page.waitForTimeout(600);
