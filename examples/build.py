@@ -293,15 +293,15 @@ def fitted_schedule(steps: int = 6) -> dict:
     fit = lay.add(0, "StepwiseFitSchedule", [3.0, steps, "uni_pc", 0, 80], f"fitted schedule ({steps} steps, uni_pc)")
     for name, src, slot in (("model", ckpt, 0), ("positive", pos, 0), ("negative", neg, 0), ("latent_image", latent, 0)):
         g.link(src, slot, fit, name)
-    ref = _wire(g, lay.add(2, "StepwiseKSampler", [11, "fixed", 50, 3.0, "uni_pc", "karras", 1.0],
+    ref = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", 50, 3.0, "uni_pc", "karras", 1.0],
                            "reference: 50 steps"), ckpt, pos, neg, latent)
     _decode_save(lay, ckpt, ref, "fitted/reference_50", 3, "50 steps")
     row = lay.align(2, 3)
-    karras = _wire(g, lay.add(2, "StepwiseKSampler", [11, "fixed", steps, 3.0, "uni_pc", "karras", 1.0],
+    karras = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 3.0, "uni_pc", "karras", 1.0],
                               f"karras, {steps} steps", top=row), ckpt, pos, neg, latent)
     _decode_save(lay, ckpt, karras, "fitted/karras_6", 3, f"karras, {steps} steps", top=row)
     row = lay.align(2, 3)
-    fitted = _wire(g, lay.add(2, "StepwiseKSampler", [11, "fixed", steps, 3.0, "uni_pc", "karras", 1.0],
+    fitted = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 3.0, "uni_pc", "karras", 1.0],
                               f"fitted, {steps} steps (sigmas socket)", top=row), ckpt, pos, neg, latent)
     g.link(fit, 0, fitted, "sigmas")
     _decode_save(lay, ckpt, fitted, "fitted/fitted_6", 3, f"fitted, {steps} steps", top=row)
