@@ -250,7 +250,7 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
                             improved = True
     except _Budget:
         pass
-    if best[1] is None:  # not even one candidate fitted in the budget: the log-uniform schedule
+    if best[1] is None:  # not even one candidate fitted in the budget: a Karras ramp
         best = (math.inf, _karras(steps, sigma_max, lasts[0], 7.0) if steps > 1 else torch.tensor([sigma_max, 0.0]),
                 -7.0, lasts[0], "karras rho 7 (no candidate fitted in the budget)")
     result = FitResult(best[1], teacher_calls + counted.calls, teacher_calls, time.perf_counter() - started,

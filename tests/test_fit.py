@@ -107,6 +107,19 @@ def test_the_fit_is_never_worse_than_karras_on_its_own_calibration_draws():
     assert r.calibration_rmse <= err * 1.0001, (r.calibration_rmse, err)
 
 
+def test_refinement_is_opt_in_stays_in_budget_and_only_improves_the_calibration_fit():
+    clear_fit_cache()
+    den = Mixture(dim=8, k=4, seed=1)
+    noise = _noise(64, 3, 8)
+    plain = fit_schedule_report(den, noise, 6, "uni_pc", sigma_max=SMAX, sigma_min=SMIN)
+    den.calls = 0
+    refined = fit_schedule_report(den, noise, 6, "uni_pc", sigma_max=SMAX, sigma_min=SMIN, refine=True)
+    assert "refined" not in plain.shape and den.calls == refined.calls <= 300
+    assert refined.calls > plain.calls and refined.calibration_rmse <= plain.calibration_rmse
+    assert torch.equal(refined.sigmas, plain.sigmas) or refined.shape.endswith("refined")
+    assert torch.all(refined.sigmas[:-1] > refined.sigmas[1:]) and float(refined.sigmas[-1]) == 0.0
+
+
 @pytest.mark.parametrize("kw, message", [
     ({"sampler_name": "euler_ancestral"}, "sampler_name: 'euler_ancestral' cannot have a fitted schedule; allowed"),
     ({"steps": 0}, "steps: expected an integer in 1..200"),
