@@ -174,8 +174,8 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     p, res, ctx = run("fitted_schedule")
     ref = res[_by_title(p, "reference: 50 steps")][0]["samples"]
     row = [_tile(_image(res, _decoder_of(p, _by_title(p, "reference: 50 steps"))), "50 steps (reference)")]
-    for label, title in (("karras, 6 steps", "karras, 6 steps"), ("fitted, 6 steps", "fitted, 6 steps")):
-        nid = _by_title(p, title)
+    for label in ("karras, 6 steps", "fitted, 6 steps"):  # node titles, also the tiles' labels
+        nid = _by_title(p, label)
         err = (res[nid][0]["samples"] - ref).pow(2).mean().sqrt().item()
         say(f"  {label}: RMSE vs 50 steps {err:.3f} (latent)")
         row.append(_tile(_image(res, _decoder_of(p, nid)), f"{label} (RMSE {err:.2f})"))
