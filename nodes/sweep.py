@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any, Iterable, Sequence
 
 import numpy
@@ -69,30 +70,47 @@ def _items(text: str) -> list[str]:
     return [s.strip() for s in text.split(sep) if s.strip()]
 
 
-def _number(token: str, value_type: str, axis: str) -> int | float:
+MAX_TOKEN_CHARS = 100  # one number as written
+
+
+def _exact(token: str, axis: str) -> Fraction:
+    """A number as written, exactly (no float round trip: 9007199254740993 stays itself, 1e400 is not inf)."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise ValueError(f"{axis}: {token[:20]!r}... is longer than {MAX_TOKEN_CHARS} characters")
     try:
-        value = float(token)
-    except ValueError:
+        return Fraction(token.strip())
+    except (ValueError, ZeroDivisionError):
         raise ValueError(f"{axis}: {token!r} is not a number") from None
+
+
+def _typed(value: Fraction, value_type: str, axis: str, token: str) -> int | float:
     if value_type in ("int", "index"):
-        if value != int(value):
+        if value.denominator != 1:
             raise ValueError(f"{axis}: {token!r} is not a whole number")
         return int(value)
-    if not math.isfinite(value):
+    try:
+        out = float(value)
+    except OverflowError:
+        out = math.inf
+    if not math.isfinite(out):
         raise ValueError(f"{axis}: {token!r} is not a finite number")
-    return value
+    return out
 
 
-def _range(a: float, b: float, step: float, value_type: str, axis: str) -> list:
+def _number(token: str, value_type: str, axis: str) -> int | float:
+    return _typed(_exact(token, axis), value_type, axis, token)
+
+
+def _range(a: Fraction, b: Fraction, step: Fraction, value_type: str, axis: str, text: str) -> list:
+    """``a, a + step, ...`` up to ``b`` (included when a step lands on it), counted exactly before anything is made,
+    so no range can ask for more than MAX_VALUES values."""
     if step == 0 or (b - a) * step < 0:
-        raise ValueError(f"{axis}: the range {a:g}:{b:g}:{step:g} never reaches its end (step {step:g})")
-    count = int(math.floor((b - a) / step + 1e-9)) + 1
+        raise ValueError(f"{axis}: the range {text!r} never reaches its end (step {step})")
+    count = math.floor((b - a) / step) + 1
     if count > MAX_VALUES:
-        raise ValueError(f"{axis}: the range {a:g}:{b:g}:{step:g} has {count} values; at most {MAX_VALUES} per axis")
-    values = [a + k * step for k in range(count)]
-    if value_type in ("int", "index"):
-        return [int(round(v)) for v in values]
-    return [round(v, 10) for v in values]
+        raise ValueError(f"{axis}: the range {text!r} has {count if count < 10 ** 12 else 'more than 10^12'} values; "
+                         f"at most {MAX_VALUES} per axis")
+    return [_typed(a + k * step, value_type, axis, text) for k in range(count)]
 
 
 def parse_values(axis: str, text: str, *, allowed: Sequence | None = None, base: Any = None,
@@ -121,24 +139,29 @@ def parse_values(axis: str, text: str, *, allowed: Sequence | None = None, base:
             else:
                 values.append(item)
         else:
-            m, r = _RANGE.match(item), _RELATIVE.match(item)
+            m = _RANGE.match(item) if len(item) <= 3 * MAX_TOKEN_CHARS + 4 else None
+            r = _RELATIVE.match(item) if len(item) <= 2 * MAX_TOKEN_CHARS + 4 else None
             if m:
-                a = _number(m.group(1), spec.value_type, axis)
-                b = _number(m.group(2), spec.value_type, axis)
-                step = _number(m.group(3), spec.value_type, axis) if m.group(3) else (1 if b >= a else -1)
-                values.extend(_range(a, b, step, spec.value_type, axis))
+                a, b = _exact(m.group(1), axis), _exact(m.group(2), axis)
+                step = _exact(m.group(3), axis) if m.group(3) else Fraction(1 if b >= a else -1)
+                for bound, token in ((a, m.group(1)), (b, m.group(2)), (step, m.group(3) or "1")):
+                    _typed(bound, spec.value_type if bound is not step else "float", axis, token)
+                values.extend(_range(a, b, step, spec.value_type, axis, item))
             elif r:
                 if base is None:
                     raise ValueError(f"{axis}: {item!r} counts from the node's own value, which is not known here")
-                step, count = _number(r.group(1), spec.value_type, axis), int(r.group(2))
-                if not 1 <= count <= MAX_VALUES:
+                step, count = _exact(r.group(1), axis), int(r.group(2)[:6])
+                if not 1 <= count <= MAX_VALUES or len(r.group(2)) > 6:
                     raise ValueError(f"{axis}: {item!r}: the count must be 1..{MAX_VALUES}")
-                values.extend(_range(base, base + step * (count - 1), step or 1, spec.value_type, axis)
-                              if step else [base] * count)
+                start = Fraction(base) if not isinstance(base, bool) else Fraction(int(base))
+                values.extend(_range(start, start + step * (count - 1), step, spec.value_type, axis, item)
+                              if step else [_typed(start, spec.value_type, axis, item)] * count)
             else:
                 values.append(_number(item, spec.value_type, axis))
         if len(values) > MAX_VALUES:
             raise ValueError(f"{axis}: more than {MAX_VALUES} values")
+    if not values:
+        raise ValueError(f"{axis}: no values (write a list like 'a, b', a range '10:30:5' or '+1 x4')")
     if spec.value_type == "index":
         bad = [v for v in values if not 1 <= v <= 4]
         if bad:

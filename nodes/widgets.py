@@ -67,7 +67,7 @@ def check_widget(node_cls: type, name: str, value: Any) -> Any:
         return value
     lo, hi = opts.get("min"), opts.get("max")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ValueError(f"{name}: {value} is outside the allowed range {lo}..{hi}")
+        raise ValueError(f"{name}: {describe(value)} is outside the allowed range {lo}..{hi}")
     return value
 
 

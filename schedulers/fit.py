@@ -93,6 +93,15 @@ def _remember(cache: OrderedDict, key: Hashable, value: Any, size: int) -> None:
         cache.popitem(last=False)
 
 
+def _float_arg(name: str, value: Any) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name}: expected a number, got {value!r}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a number, got {str(value)[:40]!r}") from None
+
+
 def _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_calls) -> None:
     from ..sampling import SAMPLERS
 
@@ -104,8 +113,11 @@ def _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_
         raise ValueError(f"steps: expected an integer in 1..200, got {steps!r}")
     if not (isinstance(noise, torch.Tensor) and noise.ndim >= 2 and noise.shape[0] >= 1 and noise.is_floating_point()):
         raise ValueError("noise: expected a float tensor of calibration noise (batch first)")
-    if not (math.isfinite(sigma_max) and math.isfinite(sigma_min) and sigma_max > sigma_min > 0):
-        raise ValueError(f"sigma_max, sigma_min: expected sigma_max > sigma_min > 0, got {sigma_max}, {sigma_min}")
+    for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    if not sigma_max > sigma_min:
+        raise ValueError(f"sigma_min: expected sigma_min < sigma_max ({sigma_max:g}), got {sigma_min:g}")
     if isinstance(teacher_steps, bool) or not isinstance(teacher_steps, int) or teacher_steps < 8:
         raise ValueError(f"teacher_steps: expected an integer >= 8, got {teacher_steps!r}")
     if teacher_steps >= max_calls:
@@ -125,8 +137,19 @@ def _teacher(denoiser, noise, sigma_max, sigma_min, steps, extra_args) -> _Teach
     lam = -numpy.log(grid[:-1].double().cpu().numpy())
     counted = _Counted(denoiser, steps)
     denoised: list[torch.Tensor] = []
-    x0 = SAMPLERS["uni_pc"](counted, noise * grid[0], grid.clone(), extra_args=dict(extra_args),
-                            callback=lambda d: denoised.append(d["denoised"].detach()), disable=True)
+    try:
+        x0 = SAMPLERS["uni_pc"](counted, noise * grid[0], grid.clone(), extra_args=dict(extra_args),
+                                callback=lambda d: denoised.append(d["denoised"].detach()), disable=True)
+    except _Budget:
+        raise
+    except (RuntimeError, ValueError, ArithmeticError) as exc:
+        raise ValueError(f"fit_schedule: the teacher (uni_pc over {steps} Karras steps from {sigma_max:g} to "
+                         f"{sigma_min:g}) failed after {len(denoised)} of {steps} steps: {str(exc).splitlines()[0][:120]}; "
+                         f"sigma_min or sigma_max is probably outside the model's range") from None
+    if not torch.isfinite(x0).all():
+        raise ValueError(f"fit_schedule: the teacher (uni_pc over {steps} Karras steps from {sigma_max:g} to "
+                         f"{sigma_min:g}) did not stay finite; sigma_min or sigma_max is probably outside the "
+                         f"model's range")
     d = torch.stack([t.float() for t in denoised])  # (steps, ...): the prediction at each grid sigma
     moves = (d[1:] - d[:-1]).flatten(1).pow(2).mean(1).sqrt().cpu().double().numpy()
     weight = moves / numpy.maximum(numpy.diff(lam[:len(d)]), 1e-12)
@@ -189,7 +212,7 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
     """:func:`fit_schedule` with its cost and choices."""
     from ..sampling import SAMPLERS
 
-    sigma_max, sigma_min = float(sigma_max), float(sigma_min)
+    sigma_max, sigma_min = _float_arg("sigma_max", sigma_max), _float_arg("sigma_min", sigma_min)
     _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_calls)
     fit_key = None if cache_key is None else (cache_key, steps, sampler_name, sigma_max, sigma_min, teacher_steps,
                                               max_calls, refine)
@@ -211,9 +234,22 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
     fn = SAMPLERS[sampler_name]
     target = teacher.target
 
+    failures: list[str] = []
+
     def score(sig: torch.Tensor) -> float:
-        out = fn(counted, noise * sigma_max, sig.clone().to(noise.device), extra_args=dict(extra_args), callback=None,
-                 disable=True)
+        reached = [0]
+
+        def track(d):
+            reached[0] = int(d["i"]) + 1
+
+        try:
+            out = fn(counted, noise * sigma_max, sig.clone().to(noise.device), extra_args=dict(extra_args),
+                     callback=track, disable=True)
+        except _Budget:
+            raise
+        except (RuntimeError, ValueError, ArithmeticError) as exc:  # e.g. a singular solve for tiny sigmas
+            failures.append(f"after {reached[0]} of {len(sig) - 1} steps: {str(exc).splitlines()[0][:120]}")
+            return math.inf
         err = (out.float() - target.float()).pow(2).mean().sqrt().item()
         return err if math.isfinite(err) else math.inf
 
@@ -250,6 +286,9 @@ def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sam
                             improved = True
     except _Budget:
         pass
+    if best[1] is None and failures:
+        raise ValueError(f"fit_schedule: sampler {sampler_name!r} failed on every candidate schedule (first: "
+                         f"{failures[0]}); sigma_min={sigma_min:g} is probably too small for it")
     if best[1] is None:  # not even one candidate fitted in the budget: a Karras ramp
         best = (math.inf, _karras(steps, sigma_max, lasts[0], 7.0) if steps > 1 else torch.tensor([sigma_max, 0.0]),
                 -7.0, lasts[0], "karras rho 7 (no candidate fitted in the budget)")

@@ -163,6 +163,7 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
 
     from ..nodes.bridge import Observer, observe
     from ..nodes.profile import current_profile, set_standalone_profile
+    from ..nodes.recipe import RecipeError, validate_recipe
     from .core_nodes import RunContext, show_on_node, use_context
     from .workflow import WorkflowError, execute, parse_workflow
 
@@ -181,6 +182,12 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
         recipe = json.loads(text["stepwise"]) if "stepwise" in text else {}
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"--from-png: {path}: a metadata chunk is not JSON ({exc.msg})") from None
+    except RecursionError:
+        raise WorkflowError(f"--from-png: {path}: a metadata chunk is nested too deeply") from None
+    try:
+        recipe = validate_recipe(recipe)
+    except RecipeError as exc:
+        raise WorkflowError(f"--from-png: {path}: {exc}") from None
     prompt = parse_workflow(data)
     if "workflow" in text:
         try:
@@ -203,7 +210,11 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
     candidates = [saved_by] if saved_by in outputs else [nid for nid, ui in outputs.items() if ui.get("images")]
     if not candidates:
         raise WorkflowError("--from-png: the re-run saved no image to compare")
-    entry = outputs[candidates[0]]["images"][index]
+    shown = outputs[candidates[0]].get("images") or []
+    if index >= len(shown):
+        raise WorkflowError(f"--from-png: {path}: cannot re-make: image {index} is out of range (node "
+                            f"{candidates[0]} saved {len(shown)} image(s))")
+    entry = shown[index]
     folder = Path(out) if entry.get("type") != "temp" else (ctx.temp_dir or Path(out) / "temp")
     remade_path = folder / entry.get("subfolder", "") / entry["filename"]
     a = numpy.asarray(img.convert("RGB"), dtype=numpy.int16)
@@ -235,17 +246,23 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     """Move saved workflows onto Stepwise nodes (core and efficiency-nodes samplers and scripts)."""
     import json
 
-    from .migrate import migrate_file, migrate_folder
+    from .migrate import MigrationFailed, migrate_file, migrate_folder
 
     if args.in_place:
         folder = Path(args.source)
         if not folder.is_dir():
             raise ValueError(f"--in-place: {folder} is not a folder")
-        reports = migrate_folder(folder)
-        for path, report in reports.items():
-            for line in report.lines():
-                print(f"{path.name}: {line}")
-        summary = {str(p): r.as_dict() for p, r in reports.items()}
+        try:
+            result = migrate_folder(folder)
+        except MigrationFailed as exc:
+            for line in exc.result.lines():
+                print(line)
+            if args.report:
+                Path(args.report).write_text(json.dumps(exc.result.as_dict(), indent=1) + "\n", encoding="utf-8")
+            raise
+        for line in result.lines():
+            print(line)
+        summary = result.as_dict()
     else:
         if not args.target:
             raise ValueError("migrate: give IN.json OUT.json, or --in-place FOLDER")
@@ -294,10 +311,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     """Serve the ComfyUI editor with Stepwise's nodes on the demo model (to try and test the pack)."""
-    from .server import serve
+    from .serve import serve
 
     serve(args.port, args.listen, args.out, args.input_dir, args.frontend)
     return 0
+
+
+def _apply_limits(args: argparse.Namespace) -> None:
+    from ..sampling.resources import set_memory_budget
+    from .limits import parse_size, set_max_image_pixels
+
+    if getattr(args, "max_image_pixels", None) is not None:
+        set_max_image_pixels(args.max_image_pixels)
+    if getattr(args, "memory_budget", None) is not None:
+        set_memory_budget(parse_size(args.memory_budget, "--memory-budget"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,11 +388,22 @@ def main(argv: list[str] | None = None) -> int:
         sub_parser.add_argument("--comfy-version", default=None, metavar="VERSION",
                                 help="reproduce this ComfyUI release's numbers (default: the newest profile, "
                                      f"{NEWEST.comfyui_version}; e.g. 0.3.64)")
+    for sub_parser in (run, srv, sw):
+        sub_parser.add_argument("--max-image-pixels", type=int, default=None, metavar="N",
+                                help="refuse input images with more pixels, read from their header before decoding "
+                                     "(default 64000000)")
+        sub_parser.add_argument("--memory-budget", default=None, metavar="SIZE",
+                                help="refuse work planned to need more memory (e.g. 8GB; default: half of this "
+                                     "machine's memory)")
     args = parser.parse_args(argv)
     try:
         if getattr(args, "comfy_version", None):
             set_standalone_profile(args.comfy_version)
+        _apply_limits(args)
         return args.func(args)
+    except RecursionError:
+        print("stepwise: error: the input is nested too deeply", file=sys.stderr)
+        return 2
     except (WorkflowError, ValueError, OSError, RuntimeError, MemoryError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, OSError) and not isinstance(exc, WorkflowError):

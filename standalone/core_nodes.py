@@ -178,9 +178,9 @@ class EmptyLatentImage:
     @classmethod
     def VALIDATE_INPUTS(cls, width, height, batch_size=1):
         """Refuse, before anything runs, a size the demo model cannot sample and decode in this machine's memory."""
-        from ..sampling.resources import available_memory
+        from ..sampling.resources import memory_budget
 
-        have = available_memory()
+        have = memory_budget()
         if have is None:
             return True
 
@@ -192,8 +192,8 @@ class EmptyLatentImage:
             return True
         what = "batch_size" if batch_size > 1 and need(1) <= have else "width"
         return (f"{what}: a batch of {batch_size} images of {width}x{height} needs about "
-                f"{need(batch_size) / 2 ** 30:.1f} GB to sample and decode with the demo model, but only "
-                f"{have / 2 ** 30:.1f} GB is available; use a smaller size or batch")
+                f"{need(batch_size) / 2 ** 30:.1f} GB to sample and decode with the demo model, over the "
+                f"memory budget of {have / 2 ** 30:.1f} GB (--memory-budget); use a smaller size or batch")
 
     def generate(self, width, height, batch_size=1):
         from ..sampling.resources import check_fits
@@ -226,6 +226,12 @@ class VAEEncode:
     CATEGORY = "latent"
 
     def encode(self, vae, pixels):
+        estimate = getattr(vae, "encode_memory_estimate", None)
+        if estimate is not None and isinstance(pixels, torch.Tensor) and pixels.ndim == 4:
+            from ..sampling.resources import check_fits
+
+            b, h, w, _ = pixels.shape
+            check_fits(estimate(pixels.shape), f"pixels: encoding {b} image(s) of {w}x{h}", "use a smaller image")
         return ({"samples": vae.encode(pixels)},)
 
 
@@ -240,14 +246,22 @@ class LoadImage:
 
     @classmethod
     def VALIDATE_INPUTS(cls, image):
+        from .limits import image_header
+
         try:
-            _input_image_path(image)
+            image_header(_input_image_path(image), "image")
         except ValueError as exc:
             return str(exc)
         return True
 
     def load_image(self, image):
+        from ..sampling.resources import check_fits
+        from .limits import image_header
+
         path = _input_image_path(image)
+        _, width, height = image_header(path, "image")
+        # RGB and alpha as float32, PIL's decoded copy and its conversion: ~24 bytes a pixel
+        check_fits(24 * width * height, f"image: loading {image!r} ({width}x{height})", "use a smaller picture")
         try:
             img = ImageOps.exif_transpose(Image.open(path))
             rgb = numpy.asarray(img.convert("RGB"), dtype=numpy.float32) / 255.0
@@ -261,17 +275,25 @@ class LoadImage:
 
 
 def _input_image_path(image: Any) -> Path:
+    """The input folder's file for a LoadImage value. The same rule as ``stepwise serve``'s /view and uploads (see
+    SECURITY in the README): checked as written (relative, no ``..``); a symlinked folder the user made inside the
+    input folder is followed."""
     if not isinstance(image, str) or not image.strip():
         raise ValueError(f"image: expected a file name in the input folder, got {image!r:.80}")
-    base = Path(current_context().input_dir).resolve()
+    base = Path(current_context().input_dir)
     name = re.sub(r"\s*\[(input|output|temp)\]$", "", image)
     if "\x00" in name:
         raise ValueError("image: the file name contains a NUL character")
-    path = (base / name).resolve()
-    if base not in path.parents and path != base:
-        raise ValueError(f"image: {image!r} is outside the input folder {base}")
-    if not path.is_file():
-        raise ValueError(f"image: {image!r} not found in the input folder {base} (use --input-dir)")
+    rel = Path(os.path.normpath(name.replace("\\", "/")))
+    if rel.is_absolute() or ".." in rel.parts or len(name) > 4096:
+        raise ValueError(f"image: {image[:200]!r} is outside the input folder {base}")
+    path = base / rel
+    try:
+        found = path.is_file()
+    except OSError as exc:
+        raise ValueError(f"image: {image[:200]!r} cannot be read ({exc.strerror or exc})") from None
+    if not found:
+        raise ValueError(f"image: {image[:200]!r} not found in the input folder {base} (use --input-dir)")
     return path
 
 

@@ -263,9 +263,15 @@ class DemoVAE:
         h8, w8 = (h // 8) * 8, (w // 8) * 8
         if h8 == 0 or w8 == 0:
             raise ValueError(f"pixels: image {w}x{h} is smaller than 8x8")
-        x = image[:, :h8, :w8, :3].double() * 2 - 1
+        x = image[:, :h8, :w8, :3].double().mul_(2).sub_(1)
         pooled = x.reshape(b, h8 // 8, 8, w8 // 8, 8, 3).mean(dim=(2, 4))
         return (rgb_to_code(pooled).permute(0, 3, 1, 2) / SCALE_FACTOR).float()
+
+    @staticmethod
+    def encode_memory_estimate(image_shape) -> int:
+        """Peak bytes of :meth:`encode` beside its input: one float64 RGB copy, ~24 bytes per pixel (+ slack)."""
+        b, h, w = (int(d) for d in tuple(image_shape)[:3])
+        return 32 * b * h * w
 
     @staticmethod
     def memory_estimate(latent_shape) -> int:

@@ -136,7 +136,11 @@ def _resolve(slot: str, name: str, text: str, nodes: dict, node_id: str, cls: ty
                          f"its widgets: {', '.join(names)}, and positive/negative (prompt search and replace)")
     value_type, allowed = _value_type(spec)
     base = inputs.get(widget)
-    values = parse_values(name, text, allowed=allowed, base=None if _is_link(base) else base, value_type=value_type)
+    try:
+        values = parse_values(name, text, allowed=allowed, base=None if _is_link(base) else base,
+                              value_type=value_type)
+    except ValueError as exc:
+        raise ValueError(f"--{slot} (node {node_id}): {exc}") from None
     for v in values:
         try:
             check_widget(cls, widget, v)

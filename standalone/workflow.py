@@ -190,38 +190,47 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
     def input_types(node: dict) -> list[tuple[str, Any, Any]]:
         return [(i.get("name"), i.get("type"), i.get("link")) for i in node.get("inputs", []) or []]
 
-    def resolve(link_id: int, want_type: Any, seen: frozenset = frozenset()) -> Any:
-        """The final (source id, slot) of a link, or a literal value, through reroutes, primitives, bypasses."""
-        if link_id in seen:
-            raise WorkflowError(f"workflow: link {link_id} is part of a cycle of reroutes/bypassed nodes")
-        seen = seen | {link_id}
-        if link_id not in links:
-            return None
-        origin_id, origin_slot = links[link_id][0], links[link_id][1]
-        src = nodes.get(origin_id)
-        if src is None:
-            return None
-        mode = src.get("mode", 0)
-        if src["type"] == "Reroute":
-            ins = input_types(src)
-            return resolve(ins[0][2], want_type, seen) if ins and ins[0][2] is not None else None
-        if src["type"] == "PrimitiveNode":
-            values = src.get("widgets_values") or []
-            return ("value", values[0] if values else None)
-        if mode == 2:
-            return None
-        if mode == 4:
-            out_type = None
-            outs = src.get("outputs") or []
-            if origin_slot < len(outs):
-                out_type = outs[origin_slot].get("type")
-            ins = input_types(src)
-            candidates = [i for i in ins if i[2] is not None and i[1] == out_type]
-            same_slot = ins[origin_slot] if origin_slot < len(ins) and ins[origin_slot][1] == out_type and \
-                ins[origin_slot][2] is not None else None
-            chosen = same_slot or (candidates[0] if candidates else None)
-            return resolve(chosen[2], want_type, seen) if chosen else None
-        return ("link", [str(origin_id), origin_slot])
+    def resolve(link_id: int, want_type: Any) -> Any:
+        """The final (source id, slot) of a link, or a literal value, through reroutes, primitives, bypasses
+        (followed in a loop, so a chain of any length works)."""
+        seen: set = set()
+        while True:
+            if link_id in seen:
+                raise WorkflowError(f"workflow: link {link_id} is part of a cycle of reroutes/bypassed nodes")
+            seen.add(link_id)
+            if link_id not in links:
+                return None
+            origin_id, origin_slot = links[link_id][0], links[link_id][1]
+            src = nodes.get(origin_id)
+            if src is None:
+                return None
+            mode = src.get("mode", 0)
+            if src["type"] == "Reroute":
+                ins = input_types(src)
+                if not ins or ins[0][2] is None:
+                    return None
+                link_id = ins[0][2]
+                continue
+            if src["type"] == "PrimitiveNode":
+                values = src.get("widgets_values") or []
+                return ("value", values[0] if values else None)
+            if mode == 2:
+                return None
+            if mode == 4:
+                out_type = None
+                outs = src.get("outputs") or []
+                if origin_slot < len(outs):
+                    out_type = outs[origin_slot].get("type")
+                ins = input_types(src)
+                candidates = [i for i in ins if i[2] is not None and i[1] == out_type]
+                same_slot = ins[origin_slot] if origin_slot < len(ins) and ins[origin_slot][1] == out_type and \
+                    ins[origin_slot][2] is not None else None
+                chosen = same_slot or (candidates[0] if candidates else None)
+                if chosen is None:
+                    return None
+                link_id = chosen[2]
+                continue
+            return ("link", [str(origin_id), origin_slot])
 
     prompt: dict[str, dict] = {}
     titles: dict[str, str] = {}
@@ -284,29 +293,41 @@ def _output_nodes(prompt: Prompt, registry: NodeRegistry) -> list[str]:
 
 
 def _order(prompt: Prompt, targets: list[str]) -> list[str]:
-    """Dependencies first; raises WorkflowError on a cycle or a link to a missing node."""
+    """Dependencies first; raises WorkflowError on a cycle or a link to a missing node. An explicit stack, not
+    recursion: a chain of any length is ordered."""
     order: list[str] = []
     state: dict[str, int] = {}  # 1 visiting, 2 done
 
-    def visit(nid: str, path: list[str]) -> None:
-        if state.get(nid) == 2:
-            return
-        if state.get(nid) == 1:
-            cycle = path[path.index(nid):] + [nid]
-            raise WorkflowError(f"node {nid}: the workflow has a cycle ({' -> '.join(cycle)})", nid)
-        state[nid] = 1
+    def links_of(nid: str):
         for name, value in prompt.nodes[nid]["inputs"].items():
             if _is_link(value):
                 src = str(value[0])
                 if src not in prompt.nodes:
                     raise WorkflowError(f"node {nid} input {name!r}: linked to node {src}, which is not in the "
                                         f"workflow (missing, muted or bypassed without a pass-through)", nid, name)
-                visit(src, path + [nid])
-        state[nid] = 2
-        order.append(nid)
+                yield src
 
-    for t in targets:
-        visit(t, [])
+    for target in targets:
+        if state.get(target) == 2:
+            continue
+        state[target] = 1
+        stack = [(target, links_of(target))]
+        while stack:
+            nid, pending = stack[-1]
+            src = next(pending, None)
+            if src is None:
+                stack.pop()
+                state[nid] = 2
+                order.append(nid)
+            elif state.get(src) == 1:
+                path = [n for n, _ in stack]
+                cycle = path[path.index(src):] + [src]
+                if len(cycle) > 9:
+                    cycle = cycle[:4] + [f"... ({len(cycle) - 8} more)"] + cycle[-4:]
+                raise WorkflowError(f"node {src}: the workflow has a cycle ({' -> '.join(cycle)})", src)
+            elif state.get(src) != 2:
+                state[src] = 1
+                stack.append((src, links_of(src)))
     return order
 
 

@@ -65,7 +65,7 @@ def running_server(out_dir, input_dir, listen="127.0.0.1"):
 
     from aiohttp import web
 
-    from stepwise_sampler.standalone.server import make_app
+    from stepwise_sampler.standalone.serve import make_app
 
     app = make_app(out_dir, input_dir, listen=listen)
     port = free_port()

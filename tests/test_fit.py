@@ -123,7 +123,7 @@ def test_refinement_is_opt_in_stays_in_budget_and_only_improves_the_calibration_
 @pytest.mark.parametrize("kw, message", [
     ({"sampler_name": "euler_ancestral"}, "sampler_name: 'euler_ancestral' cannot have a fitted schedule; allowed"),
     ({"steps": 0}, "steps: expected an integer in 1..200"),
-    ({"sigma_min": 20.0}, "expected sigma_max > sigma_min > 0"),
+    ({"sigma_min": 20.0}, "sigma_min: expected sigma_min < sigma_max"),
     ({"teacher_steps": 4}, "teacher_steps: expected an integer >= 8"),
     ({"teacher_steps": 300}, "leaves no calls for the fit"),
     ({"noise": torch.zeros(3, dtype=torch.long)}, "noise: expected a float tensor"),

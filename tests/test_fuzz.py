@@ -321,3 +321,141 @@ def _mutate_api(rng):
     else:
         prompt[nid]["class_type"] = rng.choice(["KSampler", "SaveImage", "Nope", "LoadImage", "VAEDecode"])
     return prompt
+
+
+# --- hardening II classes: file names, depth, recipes, sweep values, folders -----------------------------------------
+NAME_PARTS = st.sampled_from(["a", "x.png", "..", ".", "", "/", "\\", "\x00", "%2e%2e", "é", "a" * 300, "b" * 60,
+                              "loop", "afile", "sub", "~", "CON", " ", "\n", "*", "?"])
+ROUTES = ["/api/view", "/view", "/api/upload/image", "/api/prompt", "/api/history", "/api/queue", "/api/jobs",
+          "/api/settings", "/api/settings/x", "/api/object_info/x", "/api/stepwise/sigmas", "/api/stepwise/migrate",
+          "/api/jobs/x", "/api/history/x", "/api/interrupt", "/api/userdata/x.json"]
+
+
+@st.composite
+def names(draw):
+    return "".join(draw(st.lists(NAME_PARTS, min_size=0, max_size=draw(st.integers(0, 40)))))
+
+
+@st.composite
+def json_values(draw):
+    depth = draw(st.integers(0, 200))
+    leaf = draw(st.sampled_from(["1", '"x"', "null", "[]", "{}", "true", "1e400", '"' + "y" * 50 + '"']))
+    kind = draw(st.sampled_from(["list", "obj"]))
+    return ("[" * depth + leaf + "]" * depth) if kind == "list" else ('{"a":' * depth + leaf + "}" * depth)
+
+
+@pytest.fixture(scope="module")
+def fs_server(tmp_path_factory):
+    import os
+
+    from conftest import running_server
+
+    work = tmp_path_factory.mktemp("fsfuzz")
+    (work / "in").mkdir()
+    (work / "in" / "afile").write_text("file")
+    os.symlink(work / "in" / "loop", work / "in" / "loop")
+    with running_server(work / "out", work / "in") as base:
+        yield base
+
+
+@settings(max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(route=st.sampled_from(ROUTES), method=st.sampled_from(["GET", "POST"]), filename=names(), subfolder=names(),
+       kind=st.sampled_from(["output", "input", "temp", "x", ""]), body=json_values())
+def test_no_route_answers_500_to_odd_names_and_bodies(fs_server, route, method, filename, subfolder, kind, body):
+    import urllib.parse
+
+    from test_hardening import multipart, request
+
+    query = urllib.parse.urlencode({"filename": filename, "subfolder": subfolder, "type": kind, "steps": filename,
+                                    "scheduler": subfolder})
+    if route.endswith("upload/image") and method == "POST":
+        from test_hardening import _png_bytes
+
+        data, ctype = multipart({"image": (filename or "x.png", _png_bytes(), "image/png"), "subfolder": subfolder,
+                                 "type": kind})
+    else:
+        data, ctype = (body.encode() if method == "POST" else None), "application/json"
+    status, _, text = request(fs_server, method, f"{route}?{query}", data, {"Content-Type": ctype})
+    assert status < 500, (route, method, status, text[:300])
+    assert b"Traceback" not in text
+
+
+@FUZZ
+@given(doc=st.recursive(st.one_of(st.none(), st.booleans(), st.integers(-5, 2 ** 70), st.floats(allow_nan=True),
+                                  st.text(max_size=12)),
+                        lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                st.dictionaries(st.sampled_from(
+                                                    ["format", "version", "samplers", "image", "saved_by", "profile",
+                                                     "seed", "steps", "sigmas", "sampler", "node_id"]), inner,
+                                                    max_size=6)), max_leaves=20))
+def test_recipe_validation_accepts_or_names_a_field(doc):
+    from stepwise_sampler.nodes.recipe import RecipeError, validate_recipe
+
+    try:
+        validate_recipe(doc)
+    except RecipeError as exc:
+        assert str(exc).startswith("cannot re-make: ")
+
+
+@FUZZ
+@given(text=st.lists(st.sampled_from(list("0123456789.:+-xe*, \n") + ["inf", "nan", "1e400", "E", "9" * 30]),
+                    max_size=40).map("".join),
+       value_type=st.sampled_from(["int", "float"]), base=st.one_of(st.none(), st.integers(-10, 10), st.floats(-5, 5)))
+def test_sweep_values_parse_or_name_the_axis(text, value_type, base):
+    from stepwise_sampler.nodes.sweep import MAX_VALUES, parse_values
+
+    try:
+        values = parse_values("axis", text, base=base, value_type=value_type)
+    except ValueError as exc:
+        assert str(exc).startswith("axis: "), exc
+        return
+    assert 1 <= len(values) <= MAX_VALUES
+    for v in values:
+        assert isinstance(v, int if value_type == "int" else float) and not isinstance(v, bool)
+        assert value_type == "int" or math.isfinite(v)
+
+
+@settings(max_examples=30, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(files=st.lists(st.sampled_from(["tutorial", "tutorial", "bad", "deep", "notwf", "symlink", "bak"]),
+                      min_size=1, max_size=5))
+def test_migrate_in_place_is_all_or_nothing(tmp_path_factory, files):
+    import os
+    import shutil
+
+    from stepwise_sampler.standalone.migrate import MigrationFailed, migrate_folder
+
+    folder = tmp_path_factory.mktemp("mig")
+    tutorials = sorted((SHARED / "tutorial").glob("*.json"))
+    for k, kind in enumerate(files):
+        path = folder / f"f{k}.json"
+        if kind == "tutorial":
+            shutil.copy(tutorials[k % len(tutorials)], path)
+        elif kind == "bad":
+            path.write_text("{nope")
+        elif kind == "deep":
+            path.write_text("[" * 50000 + "]" * 50000)
+        elif kind == "notwf":
+            path.write_text('{"just": "data"}')
+        elif kind == "symlink":
+            os.symlink(tutorials[0], path)
+        elif kind == "bak":
+            shutil.copy(tutorials[0], path)
+            (folder / f"f{k}.json.bak").write_text("older")
+    before = {p.name: (p.read_bytes() if not p.is_symlink() else os.readlink(p)) for p in folder.iterdir()}
+    try:
+        result = migrate_folder(folder)
+    except MigrationFailed as exc:
+        after = {p.name: (p.read_bytes() if not p.is_symlink() else os.readlink(p)) for p in folder.iterdir()}
+        assert after == before, "a failed folder is left exactly as it was"
+        assert any(s == "failed" for s in exc.result.status.values())
+        return
+    assert "bad" not in files and "deep" not in files
+    for path, state in result.status.items():
+        if state == "changed":
+            assert result.backups[path].read_bytes() == before[path.name]
+        else:
+            assert (path.read_bytes() if not path.is_symlink() else os.readlink(path)) == before[path.name]
+    for name, data in before.items():
+        if name.endswith(".bak"):
+            assert (folder / name).read_bytes() == data, "an existing backup is never overwritten"
+    assert not list(folder.glob(".*.tmp"))

@@ -149,7 +149,7 @@ def test_preflight_grants_nothing(served):
 
 
 def test_origin_check_unit():
-    from stepwise_sampler.standalone.server import check_request_origin, is_loopback_host
+    from stepwise_sampler.standalone.serve import check_request_origin, is_loopback_host
 
     assert is_loopback_host("localhost") and is_loopback_host("127.0.0.2") and is_loopback_host("[::1]")
     assert not is_loopback_host("evil.example") and not is_loopback_host("10.0.0.1") and not is_loopback_host("")
@@ -164,7 +164,7 @@ def test_origin_check_unit():
 
 
 def test_listen_warning():
-    from stepwise_sampler.standalone.server import listen_warning
+    from stepwise_sampler.standalone.serve import listen_warning
 
     assert listen_warning("127.0.0.1", 8188, "o", "i") is None
     warning = listen_warning("0.0.0.0", 8188, "o", "i")
@@ -197,8 +197,13 @@ def test_a_prompt_failing_at_run_time_is_reported_and_the_next_one_runs(served):
     base, work = served
     (work / "in").mkdir(exist_ok=True)
     (work / "in" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    whole = _png_bytes((64, 64))
+    (work / "in" / "truncated.png").write_bytes(whole[:len(whole) // 2])  # a readable header, then nothing
     prompt = {"1": {"class_type": "LoadImage", "inputs": {"image": "broken.png"}},
               "2": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}}}
+    status, _, body = post_json(base, "/api/prompt", {"prompt": prompt})
+    assert status == 400 and "not a readable image" in body.decode()  # refused before it is queued
+    prompt["1"]["inputs"]["image"] = "truncated.png"
     status, _, body = post_json(base, "/api/prompt", {"prompt": prompt})
     assert status == 200
     entry = wait_history(base, json.loads(body)["prompt_id"])
@@ -240,9 +245,9 @@ def test_history_is_bounded(served):
     assert status == 200
     entry = wait_history(base, json.loads(body)["prompt_id"])
     assert len(json.dumps(entry)) < 100_000, "extra data beyond the workflow is not kept"
-    from stepwise_sampler.standalone import server as srv
+    from stepwise_sampler.standalone.serve import state as srv
 
-    assert srv.MAX_HISTORY <= 1000 and srv.MAX_HISTORY_BYTES <= 256 * 1024 * 1024
+    assert srv.MAX_HISTORY <= 1000 and srv.MAX_HISTORY_BYTES <= 256 * 1024 * 1024 and srv.MAX_QUEUE <= 1000
 
 
 # --- uploads ----------------------------------------------------------------------------------------------------------
@@ -358,7 +363,7 @@ def test_a_failing_second_branch_leaves_nothing_behind(tmp_path, capsys):
 def test_impossible_sizes_fail_early_naming_node_and_input(tmp_path, capsys, size, batch, word, monkeypatch):
     from stepwise_sampler.sampling import resources
 
-    monkeypatch.setattr(resources, "available_memory", lambda: 8 * 2 ** 30)
+    monkeypatch.setattr(resources, "_BUDGET", [8 * 2 ** 30])
     prompt = txt2img()
     prompt["1"]["inputs"].update(width=size, height=size, batch_size=batch)
     start = time.perf_counter()
@@ -374,7 +379,7 @@ def test_sampler_refuses_a_latent_too_large_for_memory(toy, monkeypatch):
     from stepwise_sampler.sampling import resources
     from stepwise_sampler.standalone.demo_model import DemoModel
 
-    monkeypatch.setattr(resources, "available_memory", lambda: 2 ** 30)
+    monkeypatch.setattr(resources, "_BUDGET", [2 ** 30])
     with pytest.raises(ValueError, match=r"^latent_image: .*GB"):
         StepwiseKSampler().sample(DemoModel(), 1, 2, 7.0, "euler", "karras", [[torch.zeros(1, 77, 24), {}]],
                                   [[torch.zeros(1, 77, 24), {}]], {"samples": torch.zeros(1, 4, 1024, 1024)}, 1.0)

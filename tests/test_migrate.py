@@ -270,26 +270,66 @@ def test_cli_migrate_bad_json_names_the_file(tmp_path, capsys):
     assert "bad.json: not JSON" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
 
 
-def test_cli_migrate_in_place_keeps_backups(tmp_path, capsys):
+def test_cli_migrate_in_place_is_all_or_nothing_and_keeps_backups(tmp_path, capsys):
     folder = tmp_path / "flows"
     folder.mkdir()
     for p in TUTORIAL_FILES[:3] + EFFICIENCY_FILES[:1]:
         shutil.copy(p, folder / p.name)
     (folder / "broken.json").write_text("[")
+    (folder / "deep.json").write_text("[" * 100000 + "]" * 100000)
+    originals = {p.name: p.read_bytes() for p in folder.glob("*.json")}
+    # one unreadable file: nothing is changed, every file is reported
+    assert cli_main(["migrate", "--in-place", str(folder)]) == 2
+    captured = capsys.readouterr()
+    assert "broken.json: failed: not JSON" in captured.out and "deep.json: failed: nested too deeply" in captured.out
+    assert "nothing was changed" in captured.err
+    assert all(f"{name}: would be migrated" in captured.out for name in originals if name not in
+               ("broken.json", "deep.json"))
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == originals, "the folder is untouched"
+    (folder / "broken.json").unlink()
+    (folder / "deep.json").unlink()
     originals = {p.name: p.read_bytes() for p in folder.glob("*.json")}
     assert cli_main(["migrate", "--in-place", str(folder)]) == 0
     out = capsys.readouterr().out
-    assert "broken.json" in out and "not JSON" in out
     for name, data in originals.items():
-        if name == "broken.json":
-            assert (folder / name).read_bytes() == data and not (folder / (name + ".bak")).exists()
-            continue
+        assert f"{name}: migrated (backup: {name}.bak)" in out
         assert (folder / (name + ".bak")).read_bytes() == data
         assert not set(_types(json.loads((folder / name).read_text()))) & set(SAMPLER_TYPES)
     # a second pass changes nothing and keeps the first backups
     snapshot = {p.name: p.read_bytes() for p in folder.iterdir()}
     assert cli_main(["migrate", "--in-place", str(folder)]) == 0
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == snapshot
+    assert not list(folder.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_cli_migrate_in_place_never_overwrites_a_backup_and_skips_symlinks(tmp_path, capsys):
+    folder = tmp_path / "flows"
+    folder.mkdir()
+    src = TUTORIAL_FILES[0]
+    shutil.copy(src, folder / "a.json")
+    (folder / "a.json.bak").write_text("an older backup")
+    (folder / "a.json.bak.1").write_text("an even older one")
+    elsewhere = tmp_path / "elsewhere.json"
+    shutil.copy(TUTORIAL_FILES[1], elsewhere)
+    (folder / "linked.json").symlink_to(elsewhere)
+    before_linked = elsewhere.read_bytes()
+    assert cli_main(["migrate", "--in-place", str(folder), "--report", str(tmp_path / "r.json")]) == 0
+    out = capsys.readouterr().out
+    assert "a.json: migrated (backup: a.json.bak.2)" in out
+    assert (folder / "a.json.bak").read_text() == "an older backup"
+    assert (folder / "a.json.bak.1").read_text() == "an even older one"
+    assert (folder / "a.json.bak.2").read_bytes() == src.read_bytes()
+    assert "linked.json: skipped: a symlink" in out
+    assert (folder / "linked.json").is_symlink() and elsewhere.read_bytes() == before_linked
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report[str(folder / "linked.json")]["status"] == "skipped"
+
+
+def test_cli_migrate_into_a_folder_says_so(tmp_path, capsys):
+    assert cli_main(["migrate", str(TUTORIAL_FILES[0]), str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "is a folder" in err and "Is a directory" not in err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_run_points_at_migrate_for_efficiency_scripts(tmp_path):

@@ -25,10 +25,9 @@ def _meta(extra: Mapping) -> tuple[Any, Any]:
     return extra.get("create_time"), workflow.get("id") if isinstance(workflow, dict) else None
 
 
-def _queued(item: tuple, status: str) -> dict:
-    number, prompt_id, _, extra, _ = item
-    create_time, workflow_id = _meta(extra)
-    return _drop_none({"id": prompt_id, "status": status, "priority": number, "create_time": create_time,
+def _queued(item, status: str) -> dict:
+    create_time, workflow_id = _meta(item.extra)
+    return _drop_none({"id": item.prompt_id, "status": status, "priority": item.number, "create_time": create_time,
                        "outputs_count": 0, "workflow_id": workflow_id})
 
 
@@ -127,6 +126,6 @@ def job_detail(job_id: str, running: list, queued: list, history: Mapping) -> di
     if job_id in history:
         return _finished(job_id, history[job_id], full=True)
     for item, status in [(i, "in_progress") for i in running] + [(i, "pending") for i in queued]:
-        if item[1] == job_id:
+        if item.prompt_id == job_id:
             return _queued(item, status)
     return None
