@@ -129,13 +129,21 @@ class TinyUNet(nn.Module):
         angles = t.float()[:, None] * freqs[None]
         return torch.cat([angles.sin(), angles.cos()], 1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, evidence: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def coordinates(b: int, h: int, w: int, device=None, dtype=None) -> torch.Tensor:
+        """(b, 2, h, w): each latent pixel's place in the picture, -1..1 down and across."""
+        ys = torch.linspace(-1, 1, h, device=device, dtype=dtype)
+        xs = torch.linspace(-1, 1, w, device=device, dtype=dtype)
+        return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(b, 2, h, w)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, evidence: torch.Tensor, style: torch.Tensor,
+                coords: torch.Tensor | None = None) -> torch.Tensor:
+        """``coords`` (training on crops, Wang et al. 2023's Patch Diffusion): the crop's place in its picture;
+        default: the whole picture."""
         cfg = self.config
         c = F.silu(self.time(self._time_features(t)) + self.prompt(torch.cat([evidence, style[:, None]], 1)))
         b, _, h, w = x.shape
-        ys = torch.linspace(-1, 1, h, device=x.device, dtype=x.dtype)
-        xs = torch.linspace(-1, 1, w, device=x.device, dtype=x.dtype)
-        grid = torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(b, 2, h, w)
+        grid = self.coordinates(b, h, w, x.device, x.dtype) if coords is None else coords.to(x.dtype)
         x = torch.cat([x, grid], 1)
         unit = cfg.patch * 2 ** (len(cfg.channels) - 1)  # the size every level can halve
         ph, pw = -h % unit, -w % unit

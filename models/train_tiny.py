@@ -1,13 +1,14 @@
 """Train ``stepwise-tiny`` from scratch on the continuous demo world (deterministic, resumable, ~45 min on 2 cores).
 
-    python -m stepwise_sampler.models.train_tiny [--steps 2400] [--out models/weights/stepwise-tiny.safetensors]
+    python -m stepwise_sampler.models.train_tiny [--steps 2600] [--out models/weights/stepwise-tiny.safetensors]
         [--state train_state.pt] [--resume]
 
-Every step draws a fresh batch of pictures (:func:`world.render_latents`: sizes 24..40 latent pixels a side, so the
-network learns positions and sizes relative to the picture), their prompt evidence with attributes and the whole
-prompt dropped at random (classifier-free guidance), an SD1.5 timestep (log-normal in sigma, Karras et al. 2022,
-plus a uniform share), and trains the per-channel EDM objective (loss on the preconditioned output, i.e.
-``|D(x; sigma) - z|^2 / c_out^2``). AdamW with warm-up and cosine decay, gradient clipping, and an EMA of the
+Every step draws a fresh batch of pictures (:func:`world.render_latents`, 256x256), their prompt evidence with
+attributes and the whole prompt dropped at random (classifier-free guidance) and an SD1.5 timestep (log-normal in
+sigma, Karras et al. 2022, plus a uniform share), and trains the per-channel EDM objective (loss on the
+preconditioned output, i.e. ``|D(x; sigma) - z|^2 / c_out^2``). Every second step instead trains on 128x128 crops
+at low noise, where a neighbourhood is all a denoiser needs, with each crop's coordinates in its picture (Patch
+Diffusion, Wang et al. 2023): three times the pictures for the cost of one whole-picture step. AdamW with warm-up and cosine decay, gradient clipping, and an EMA of the
 weights, which is what ships (float16, with the settings, the script's commit and the start of the loss curve in
 the file's metadata). The state (weights, EMA, optimiser, random generators, losses) is saved every
 ``--save-every`` steps; ``--resume`` continues from it and gives the same result as an uninterrupted run.
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..schedulers import DiscreteModelSampling
-from .tiny import WEIGHTS, TinyConfig, TinyNetwork
+from .tiny import WEIGHTS, TinyConfig, TinyNetwork, TinyUNet
 from .world import attribute_evidence, render_latents, sample_attributes
 
 __all__ = ["TrainSettings", "train", "main", "data_statistics"]
@@ -34,19 +35,24 @@ __all__ = ["TrainSettings", "train", "main", "data_statistics"]
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 2400
-    batch: int = 64
+    steps: int = 2600
+    batch: int = 48  # whole 256x256 pictures per "full" step
+    crop_batch: int = 144  # 128x128 crops per "crop" step (Patch Diffusion, Wang et al. 2023): local detail at low
+    crop_size: int = 16  # noise costs a quarter of a whole picture, so these steps see three times the pictures
+    crop_every: int = 2  # every second step is a crop step
     lr: float = 2e-3
     warmup: int = 200
     final_lr_fraction: float = 0.05
     ema: float = 0.998
     clip: float = 1.0
     seed: int = 20261206
-    p_mean: float = -1.5  # log-normal sigma distribution (EDM), centred on the demo latents' scale
-    p_std: float = 1.5
-    uniform_t: float = 0.15  # a share of uniformly drawn timesteps (the schedule's ends too)
-    sizes: tuple[int, ...] = (24, 32, 40)  # latent pixels a side (x8 in pixels)
-    size_weights: tuple[float, ...] = (0.15, 0.7, 0.15)
+    p_mean: float = -0.8  # whole pictures: log-normal sigma (EDM) centred where shapes are decided
+    p_std: float = 1.4
+    crop_p_mean: float = -2.4  # crops: low noise, where a pixel's neighbourhood is enough
+    crop_p_std: float = 0.9
+    crop_sigma_max: float = 0.6
+    uniform_t: float = 0.15  # a share of uniformly drawn timesteps on whole pictures (the schedule's ends too)
+    size: int = 32  # latent pixels a side (x8 in pixels)
     style_share: float = 0.12  # pictures drawn (partly) in the pixel-art style
     threads: int = 2
 
@@ -96,38 +102,51 @@ class Trainer:
         cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, step / s.steps)))
         return s.lr * warm * (s.final_lr_fraction + (1 - s.final_lr_fraction) * cosine)
 
-    def _timesteps(self, n: int) -> torch.Tensor:
-        s = self.settings
-        ln = s.p_mean + s.p_std * torch.randn(n, generator=self.gen, dtype=torch.float64)
+    def _timesteps(self, n: int, p_mean: float, p_std: float, uniform: float, sigma_max: float | None = None):
+        ln = p_mean + p_std * torch.randn(n, generator=self.gen, dtype=torch.float64)
+        if sigma_max is not None:
+            ln = ln.clamp(max=math.log(sigma_max))
         t = (ln[:, None] - self.log_table[None]).abs().argmin(1)
-        uniform = torch.rand(n, generator=self.gen) < s.uniform_t
-        t[uniform] = torch.randint(0, len(self.table), (int(uniform.sum()),), generator=self.gen)
+        picked = torch.rand(n, generator=self.gen) < uniform
+        t[picked] = torch.randint(0, len(self.table), (int(picked.sum()),), generator=self.gen)
         return t
 
-    def batch(self):
+    def batch(self, crop: bool):
+        """(clean, noisy, timesteps, sigmas, evidence, style, coordinates) of one step's batch."""
         s = self.settings
-        weights = torch.tensor(s.size_weights)
-        h = s.sizes[int(torch.multinomial(weights, 1, generator=self.gen))]
-        w = s.sizes[int(torch.multinomial(weights, 1, generator=self.gen))]
-        attrs = sample_attributes(s.batch, self.gen)
-        styled = torch.rand(s.batch, generator=self.gen) < s.style_share
-        style = torch.where(styled, torch.rand(s.batch, generator=self.gen).mul(2).clamp(max=1.0),
-                            torch.zeros(s.batch))
-        z = render_latents(attrs, h, w, self.gen, style=style)
+        n = s.crop_batch if crop else s.batch
+        attrs = sample_attributes(n, self.gen)
+        if crop:  # crops are drawn without the style (its blocks belong to the whole picture)
+            k = s.crop_size
+            r0 = torch.randint(0, s.size - k + 1, (n,), generator=self.gen)
+            c0 = torch.randint(0, s.size - k + 1, (n,), generator=self.gen)
+            style = torch.zeros(n)
+            z = render_latents(attrs, s.size, s.size, self.gen, window=(r0, c0, k))
+            grid = TinyUNet.coordinates(1, s.size, s.size)[0]
+            index = (r0[:, None, None] + torch.arange(k)[None, :, None]) * s.size + \
+                (c0[:, None, None] + torch.arange(k)[None, None, :])
+            coords = grid.reshape(2, -1)[:, index.reshape(-1)].reshape(2, n, k, k).transpose(0, 1)
+            t = self._timesteps(n, s.crop_p_mean, s.crop_p_std, 0.0, s.crop_sigma_max)
+        else:
+            styled = torch.rand(n, generator=self.gen) < s.style_share
+            style = torch.where(styled, torch.rand(n, generator=self.gen).mul(2).clamp(max=1.0), torch.zeros(n))
+            z = render_latents(attrs, s.size, s.size, self.gen, style=style)
+            coords = TinyUNet.coordinates(n, s.size, s.size)
+            t = self._timesteps(n, s.p_mean, s.p_std, s.uniform_t)
         evidence = attribute_evidence(attrs, self.gen)
-        t = self._timesteps(s.batch)
         sigma = self.table[t].float()
         x = z + sigma.reshape(-1, 1, 1, 1) * torch.randn(z.shape, generator=self.gen)
-        return z, x, t, sigma, evidence, style
+        return z, x, t, sigma, evidence, style, coords
 
     def step(self) -> float:
         s = self.settings
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.done)
-        z, x, t, sigma, evidence, style = self.batch()
+        crop = s.crop_every > 0 and self.done % s.crop_every == s.crop_every - 1
+        z, x, t, sigma, evidence, style, coords = self.batch(crop)
         c_in, c_skip, c_out = self.model.coefficients(sigma)
         centred = x - self.model.data_mean
-        out = self.model.unet(centred * c_in, t, evidence, style)
+        out = self.model.unet(centred * c_in, t, evidence, style, coords)
         target = (z - self.model.data_mean - c_skip * centred) / c_out
         loss = (out - target).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)

@@ -288,9 +288,9 @@ def prompt_evidence(context: torch.Tensor) -> torch.Tensor:
 class WorldJitter:
     """How far each picture strays from the named values: a smooth manifold of pictures, not points."""
 
-    position: float = 0.04  # fraction of the image, each axis
-    size: float = 0.12  # relative radius
-    rotation: float = 0.2  # radians (~11 degrees; keeps square and diamond apart)
+    position: float = 0.03  # fraction of the image, each axis
+    size: float = 0.10  # relative radius
+    rotation: float = 0.15  # radians (~9 degrees; keeps square and diamond apart)
     colour: float = 0.04  # RGB in 0..1, each channel
     background: float = 0.03
 
@@ -309,11 +309,13 @@ _POS = torch.tensor(list(POSITIONS.values()), dtype=torch.float32)
 
 def render_latents(attrs: dict[str, torch.Tensor], height: int, width: int, generator: torch.Generator,
                    jitter: WorldJitter | None = WorldJitter(), style: torch.Tensor | None = None,
-                   subsamples: int = 4) -> torch.Tensor:
+                   subsamples: int = 4, window: tuple[torch.Tensor, torch.Tensor, int] | None = None) -> torch.Tensor:
     """Pictures of the continuous world drawn straight to model-space latents (B, 4, height, width): the coverage of
     each latent pixel from ``subsamples``² points, mixed between the colour and the background in RGB, then the
     VAE's colour code (what :meth:`DemoVAE.encode` of the drawn picture gives). ``style`` (B,) in 0..1 blends in
-    the pixel-art variant (coverage snapped to a 16-block grid, as the exact model's style)."""
+    the pixel-art variant (coverage snapped to a 16-block grid, as the exact model's style). ``window`` (rows0,
+    cols0, k): only the k x k latent pixels from (rows0[b], cols0[b]) of each picture (the same pixels as cropping
+    the whole render)."""
     n = attrs["shape"].shape[0]
     j = jitter or WorldJitter(0.0, 0.0, 0.0, 0.0, 0.0)
 
@@ -326,15 +328,23 @@ def render_latents(attrs: dict[str, torch.Tensor], height: int, width: int, gene
     colour = (_COL[attrs["colour"]] + uniform(j.colour, 3)).clamp(0, 1)
     background = (_BG[attrs["background"]] + uniform(j.background, 3)).clamp(0, 1)
     sub = subsamples
-    ys = (torch.arange(height * sub) + 0.5) * (8 / sub)  # pixel coordinates of the sub-samples
-    xs = (torch.arange(width * sub) + 0.5) * (8 / sub)
-    gx = (xs[None, None, :] - centre[:, 0, None, None] * width * 8) / radius[:, None, None]
-    gy = (ys[None, :, None] - centre[:, 1, None, None] * height * 8) / radius[:, None, None]
-    gx, gy = gx.expand(n, height * sub, width * sub), gy.expand(n, height * sub, width * sub)
+    rows, cols = height, width
+    ys = ((torch.arange(height * sub) + 0.5) * (8 / sub))[None, :]  # pixel coordinates of the sub-samples
+    xs = ((torch.arange(width * sub) + 0.5) * (8 / sub))[None, :]
+    if window is not None:
+        rows0, cols0, rows = window
+        cols = rows
+        ys = rows0[:, None].float() * 8 + ((torch.arange(rows * sub) + 0.5) * (8 / sub))[None, :]
+        xs = cols0[:, None].float() * 8 + ((torch.arange(cols * sub) + 0.5) * (8 / sub))[None, :]
+    gx = (xs[:, None, :] - centre[:, 0, None, None] * width * 8) / radius[:, None, None]
+    gy = (ys[:, :, None] - centre[:, 1, None, None] * height * 8) / radius[:, None, None]
+    gx, gy = gx.expand(n, rows * sub, cols * sub), gy.expand(n, rows * sub, cols * sub)
     c, s = angle.cos()[:, None, None], angle.sin()[:, None, None]
     cover = inside(attrs["shape"], c * gx + s * gy, -s * gx + c * gy).float()
-    cover = cover.reshape(n, height, sub, width, sub).mean((2, 4))
+    cover = cover.reshape(n, rows, sub, cols, sub).mean((2, 4))
     if style is not None and bool((style > 0).any()):
+        if window is not None:
+            raise ValueError("window: the pixel-art style needs the whole picture (its blocks are the picture's)")
         b = max(1, round(min(height, width) / 16))
         hh, ww = -(-height // b) * b, -(-width // b) * b
         padded = torch.nn.functional.pad(cover, (0, ww - width, 0, hh - height))
