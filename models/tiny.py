@@ -4,7 +4,8 @@ real model: smooth, so few steps blur and lose detail rather than change the obj
 A conditional UNet (Ronneberger et al. 2015, as in DDPM/LDM): a 2x2 patch embedding, three levels (16x16, 8x8, 4x4
 tokens for a 256x256 picture) of residual blocks with FiLM conditioning (Perez et al. 2018) on the prompt's
 evidence, the timestep and the style, self-attention at the lowest level and in the middle, coordinate channels so
-"left" and "top" are known at any size. Outside it is an SD1.5 EPS model: ``network(x_in, t, context)`` with
+"left" and "top" are known at any size, and a layout channel: the prompt's shape drawn at its nominal size and place
+(``world.layout_prior``, a GLIGEN-style grounding input) for the network to refine. Outside it is an SD1.5 EPS model: ``network(x_in, t, context)`` with
 ``x_in = x / sqrt(sigma^2 + 1)`` and SD1.5's discrete timestep, returning eps, so every scheduler and sampler
 applies to it exactly as to SD1.5. Inside, the prediction is made with per-channel EDM preconditioning (Karras
 et al. 2022, with each latent channel's own data mean and spread), which is what lets a small network keep the
@@ -23,7 +24,7 @@ from torch import nn
 
 from ..sampling import StandaloneModel
 from ..schedulers import DiscreteModelSampling
-from .world import CONTEXT_DIM, DEMO_LATENT_FORMAT, DemoCLIP, DemoVAE, prompt_evidence
+from .world import CONTEXT_DIM, DEMO_LATENT_FORMAT, DemoCLIP, DemoVAE, layout_prior, prompt_evidence
 
 __all__ = ["TinyConfig", "TinyUNet", "TinyNetwork", "TinyModel", "WEIGHTS", "load_tiny_checkpoint", "load_network",
            "TINY_NAME"]
@@ -43,6 +44,8 @@ class TinyConfig:
     cond_dim: int = 128
     heads: int = 4
     evidence_dim: int = CONTEXT_DIM
+    #: an input channel with the prompt's layout (``world.layout_prior``)
+    layout_prior: bool = True
 
     @classmethod
     def from_json(cls, text: str) -> "TinyConfig":
@@ -97,7 +100,7 @@ class TinyUNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(128, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.prompt = nn.Sequential(nn.Linear(cfg.evidence_dim + 1, cfg.cond_dim), nn.SiLU(),
                                     nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        self.inp = nn.Conv2d((4 + 2) * cfg.patch ** 2, cfg.channels[0], 3, padding=1)
+        self.inp = nn.Conv2d((4 + 2 + int(cfg.layout_prior)) * cfg.patch ** 2, cfg.channels[0], 3, padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips, ch = [cfg.channels[0]], cfg.channels[0]
         for level, width in enumerate(cfg.channels):
@@ -137,14 +140,17 @@ class TinyUNet(nn.Module):
         return torch.stack(torch.meshgrid(ys, xs, indexing="ij"))[None].expand(b, 2, h, w)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, evidence: torch.Tensor, style: torch.Tensor,
-                coords: torch.Tensor | None = None) -> torch.Tensor:
+                coords: torch.Tensor | None = None, prior: torch.Tensor | None = None) -> torch.Tensor:
         """``coords`` (training on crops, Wang et al. 2023's Patch Diffusion): the crop's place in its picture;
-        default: the whole picture."""
+        default: the whole picture. ``prior``: the layout channel (default: drawn from the evidence at x's size)."""
         cfg = self.config
         c = F.silu(self.time(self._time_features(t)) + self.prompt(torch.cat([evidence, style[:, None]], 1)))
         b, _, h, w = x.shape
         grid = self.coordinates(b, h, w, x.device, x.dtype) if coords is None else coords.to(x.dtype)
-        x = torch.cat([x, grid], 1)
+        parts = [x, grid]
+        if cfg.layout_prior:
+            parts.append((layout_prior(evidence, h, w) if prior is None else prior).to(x.device, x.dtype))
+        x = torch.cat(parts, 1)
         unit = cfg.patch * 2 ** (len(cfg.channels) - 1)  # the size every level can halve
         ph, pw = -h % unit, -w % unit
         if ph or pw:

@@ -28,7 +28,7 @@ import torch
 
 from ..schedulers import DiscreteModelSampling
 from .tiny import WEIGHTS, TinyConfig, TinyNetwork, TinyUNet
-from .world import attribute_evidence, render_latents, sample_attributes
+from .world import attribute_evidence, layout_prior, render_latents, sample_attributes
 
 __all__ = ["TrainSettings", "train", "main", "data_statistics"]
 
@@ -112,7 +112,7 @@ class Trainer:
         return t
 
     def batch(self, crop: bool):
-        """(clean, noisy, timesteps, sigmas, evidence, style, coordinates) of one step's batch."""
+        """(clean, noisy, timesteps, sigmas, evidence, style, coordinates, layout prior) of one step's batch."""
         s = self.settings
         n = s.crop_batch if crop else s.batch
         attrs = sample_attributes(n, self.gen)
@@ -127,26 +127,30 @@ class Trainer:
                 (c0[:, None, None] + torch.arange(k)[None, None, :])
             coords = grid.reshape(2, -1)[:, index.reshape(-1)].reshape(2, n, k, k).transpose(0, 1)
             t = self._timesteps(n, s.crop_p_mean, s.crop_p_std, 0.0, s.crop_sigma_max)
+            evidence = attribute_evidence(attrs, self.gen)
+            full = layout_prior(evidence, s.size, s.size).reshape(n, -1)
+            prior = full.gather(1, index.reshape(n, -1)).reshape(n, 1, k, k)
         else:
             styled = torch.rand(n, generator=self.gen) < s.style_share
             style = torch.where(styled, torch.rand(n, generator=self.gen).mul(2).clamp(max=1.0), torch.zeros(n))
             z = render_latents(attrs, s.size, s.size, self.gen, style=style)
             coords = TinyUNet.coordinates(n, s.size, s.size)
             t = self._timesteps(n, s.p_mean, s.p_std, s.uniform_t)
-        evidence = attribute_evidence(attrs, self.gen)
+            evidence = attribute_evidence(attrs, self.gen)
+            prior = layout_prior(evidence, s.size, s.size)
         sigma = self.table[t].float()
         x = z + sigma.reshape(-1, 1, 1, 1) * torch.randn(z.shape, generator=self.gen)
-        return z, x, t, sigma, evidence, style, coords
+        return z, x, t, sigma, evidence, style, coords, prior
 
     def step(self) -> float:
         s = self.settings
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.done)
         crop = s.crop_every > 0 and self.done % s.crop_every == s.crop_every - 1
-        z, x, t, sigma, evidence, style, coords = self.batch(crop)
+        z, x, t, sigma, evidence, style, coords, prior = self.batch(crop)
         c_in, c_skip, c_out = self.model.coefficients(sigma)
         centred = x - self.model.data_mean
-        out = self.model.unet(centred * c_in, t, evidence, style, coords)
+        out = self.model.unet(centred * c_in, t, evidence, style, coords, prior)
         target = (z - self.model.data_mean - c_skip * centred) / c_out
         loss = (out - target).pow(2).mean()
         self.opt.zero_grad(set_to_none=True)
