@@ -4,8 +4,9 @@ real model: smooth, so few steps blur and lose detail rather than change the obj
 A conditional UNet (Ronneberger et al. 2015, as in DDPM/LDM): a 2x2 patch embedding, three levels (16x16, 8x8, 4x4
 tokens for a 256x256 picture) of residual blocks with FiLM conditioning (Perez et al. 2018) on the prompt's
 evidence, the timestep and the style, self-attention at the lowest level and in the middle, coordinate channels so
-"left" and "top" are known at any size, and a layout channel: the prompt's shape drawn at its nominal size and place
-(``world.layout_prior``, a GLIGEN-style grounding input) for the network to refine. Outside it is an SD1.5 EPS model: ``network(x_in, t, context)`` with
+"left" and "top" are known at any size, and layout channels: the nominal picture the prompt names, its shape at its
+nominal size and place in the named colours (``world.layout_prior``, a GLIGEN-style grounding input), for the network
+to refine. Outside it is an SD1.5 EPS model: ``network(x_in, t, context)`` with
 ``x_in = x / sqrt(sigma^2 + 1)`` and SD1.5's discrete timestep, returning eps, so every scheduler and sampler
 applies to it exactly as to SD1.5. Inside, the prediction is made with per-channel EDM preconditioning (Karras
 et al. 2022, with each latent channel's own data mean and spread), which is what lets a small network keep the
@@ -24,10 +25,10 @@ from torch import nn
 
 from ..sampling import StandaloneModel
 from ..schedulers import DiscreteModelSampling
-from .world import CONTEXT_DIM, DEMO_LATENT_FORMAT, DemoCLIP, DemoVAE, layout_prior, prompt_evidence
+from .world import CONTEXT_DIM, DEMO_LATENT_FORMAT, LAYOUT_CHANNELS, DemoCLIP, DemoVAE, layout_prior, prompt_evidence
 
 __all__ = ["TinyConfig", "TinyUNet", "TinyNetwork", "TinyModel", "WEIGHTS", "load_tiny_checkpoint", "load_network",
-           "TINY_NAME"]
+           "TINY_NAME", "prompt_denoiser"]
 
 TINY_NAME = "stepwise-tiny"
 WEIGHTS = Path(__file__).resolve().parent / "weights" / f"{TINY_NAME}.safetensors"
@@ -100,7 +101,8 @@ class TinyUNet(nn.Module):
         self.time = nn.Sequential(nn.Linear(128, cfg.cond_dim), nn.SiLU(), nn.Linear(cfg.cond_dim, cfg.cond_dim))
         self.prompt = nn.Sequential(nn.Linear(cfg.evidence_dim + 1, cfg.cond_dim), nn.SiLU(),
                                     nn.Linear(cfg.cond_dim, cfg.cond_dim))
-        self.inp = nn.Conv2d((4 + 2 + int(cfg.layout_prior)) * cfg.patch ** 2, cfg.channels[0], 3, padding=1)
+        self.inp = nn.Conv2d((4 + 2 + LAYOUT_CHANNELS * int(cfg.layout_prior)) * cfg.patch ** 2, cfg.channels[0], 3,
+                             padding=1)
         self.down, self.up = nn.ModuleList(), nn.ModuleList()
         skips, ch = [cfg.channels[0]], cfg.channels[0]
         for level, width in enumerate(cfg.channels):
@@ -273,3 +275,24 @@ class TinyModel(StandaloneModel):
 
 def load_tiny_checkpoint() -> tuple[TinyModel, DemoCLIP, DemoVAE]:
     return TinyModel(), DemoCLIP(), DemoVAE()
+
+
+def prompt_denoiser(network: TinyNetwork, prompts: list[str], cfg: float = 5.0):
+    """``D(x, sigma)`` for a batch whose item i has prompt i: classifier-free guidance with the empty prompt, cond and
+    uncond in one network call (what the sampler nodes do, without the node machinery; tests and benchmarks)."""
+    clip = DemoCLIP(notice=lambda m: None)
+    cond = torch.cat([clip.encode(p)[0][0] for p in prompts])
+    uncond = torch.zeros_like(cond)
+    table = DiscreteModelSampling.scaled_linear()
+
+    def denoiser(x: torch.Tensor, sigma: torch.Tensor, **_) -> torch.Tensor:
+        with torch.inference_mode():
+            sigma = sigma.reshape(-1).expand(x.shape[0]) if sigma.numel() == 1 else sigma.reshape(-1)
+            xin = x / (sigma.reshape(-1, 1, 1, 1) ** 2 + 1).sqrt()
+            t = table.timestep(sigma)
+            eps = network(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([uncond, cond]).to(x.device))
+            s = torch.cat([sigma, sigma]).reshape(-1, 1, 1, 1)
+            u, c = (torch.cat([x, x]) - s * eps.to(x.dtype)).chunk(2)
+        return u + (c - u) * cfg
+
+    return denoiser

@@ -28,14 +28,16 @@ import torch
 
 from ..schedulers import DiscreteModelSampling
 from .tiny import WEIGHTS, TinyConfig, TinyNetwork, TinyUNet
-from .world import attribute_evidence, layout_prior, render_latents, sample_attributes
+from .world import POSITIONS, layout_prior, named_evidence, render_latents, sample_attributes
+
+CENTRE = list(POSITIONS).index("center")
 
 __all__ = ["TrainSettings", "train", "main", "data_statistics"]
 
 
 @dataclass(frozen=True)
 class TrainSettings:
-    steps: int = 2600
+    steps: int = 2200
     batch: int = 48  # whole 256x256 pictures per "full" step
     crop_batch: int = 144  # 128x128 crops per "crop" step (Patch Diffusion, Wang et al. 2023): local detail at low
     crop_size: int = 16  # noise costs a quarter of a whole picture, so these steps see three times the pictures
@@ -112,10 +114,14 @@ class Trainer:
         return t
 
     def batch(self, crop: bool):
-        """(clean, noisy, timesteps, sigmas, evidence, style, coordinates, layout prior) of one step's batch."""
+        """(clean, noisy, timesteps, sigmas, evidence, style, coordinates, layout prior) of one step's batch. A picture
+        whose prompt names no place has its shape in the centre (the world's rule for the trained network, which the
+        layout prior draws)."""
         s = self.settings
         n = s.crop_batch if crop else s.batch
         attrs = sample_attributes(n, self.gen)
+        evidence, named = named_evidence(attrs, self.gen)
+        attrs["position"] = torch.where(named["position"], attrs["position"], torch.full_like(attrs["position"], CENTRE))
         if crop:  # crops are drawn without the style (its blocks belong to the whole picture)
             k = s.crop_size
             r0 = torch.randint(0, s.size - k + 1, (n,), generator=self.gen)
@@ -127,16 +133,16 @@ class Trainer:
                 (c0[:, None, None] + torch.arange(k)[None, None, :])
             coords = grid.reshape(2, -1)[:, index.reshape(-1)].reshape(2, n, k, k).transpose(0, 1)
             t = self._timesteps(n, s.crop_p_mean, s.crop_p_std, 0.0, s.crop_sigma_max)
-            evidence = attribute_evidence(attrs, self.gen)
-            full = layout_prior(evidence, s.size, s.size).reshape(n, -1)
-            prior = full.gather(1, index.reshape(n, -1)).reshape(n, 1, k, k)
+            full = layout_prior(evidence, s.size, s.size)
+            channels = full.shape[1]
+            prior = full.reshape(n, channels, -1).gather(2, index.reshape(n, 1, -1).expand(n, channels, -1)) \
+                .reshape(n, channels, k, k)
         else:
             styled = torch.rand(n, generator=self.gen) < s.style_share
             style = torch.where(styled, torch.rand(n, generator=self.gen).mul(2).clamp(max=1.0), torch.zeros(n))
             z = render_latents(attrs, s.size, s.size, self.gen, style=style)
             coords = TinyUNet.coordinates(n, s.size, s.size)
             t = self._timesteps(n, s.p_mean, s.p_std, s.uniform_t)
-            evidence = attribute_evidence(attrs, self.gen)
             prior = layout_prior(evidence, s.size, s.size)
         sigma = self.table[t].float()
         x = z + sigma.reshape(-1, 1, 1, 1) * torch.randn(z.shape, generator=self.gen)

@@ -25,7 +25,8 @@ from ..sampling import LatentFormat
 __all__ = ["SHAPES", "COLOURS", "BACKGROUNDS", "POSITIONS", "DEMO_LATENT_FORMAT", "DemoVAE", "DemoCLIP", "Vocabulary",
            "shape_mask", "TOKENS", "rgb_to_code", "code_to_rgb", "COLOUR_CODES", "BACKGROUND_CODES",
            "SATURATION_DIRS", "CONTEXT_DIM", "evidence_dims", "prompt_evidence", "WorldJitter", "render_latents",
-           "sample_attributes", "attribute_evidence", "inside", "layout_prior"]
+           "sample_attributes", "attribute_evidence", "inside", "layout_prior", "LAYOUT_CHANNELS",
+           "named_evidence"]
 
 # --- the world ------------------------------------------------------------------------------------------
 SHAPES = ("circle", "square", "triangle", "star", "cross", "ring", "diamond")
@@ -356,6 +357,26 @@ def render_latents(attrs: dict[str, torch.Tensor], height: int, width: int, gene
     return rgb_to_code(rgb * 2 - 1).float().permute(0, 3, 1, 2).contiguous()
 
 
+def named_evidence(attrs: dict[str, torch.Tensor], generator: torch.Generator,
+                   drop: tuple[float, float, float, float] = (0.15, 0.15, 0.3, 0.4),
+                   uncond: float = 0.1) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """(evidence as :func:`attribute_evidence` draws it, {attribute: (B,) bool, named in the prompt})."""
+    n = attrs["shape"].shape[0]
+    out = torch.zeros(n, CONTEXT_DIM)
+    named = {}
+    offset = 0
+    for (key, size), p in zip(evidence_dims().items(), drop):
+        keep = torch.rand(n, generator=generator) >= p
+        out[torch.arange(n)[keep], offset + attrs[key][keep]] = 1.0
+        named[key] = keep
+        offset += size
+    dropped = torch.rand(n, generator=generator) < uncond
+    out[dropped] = 0
+    for key in named:
+        named[key] = named[key] & ~dropped
+    return out, named
+
+
 def attribute_evidence(attrs: dict[str, torch.Tensor], generator: torch.Generator,
                        drop: tuple[float, float, float, float] = (0.15, 0.15, 0.3, 0.4),
                        uncond: float = 0.1) -> torch.Tensor:
@@ -399,22 +420,38 @@ def _nominal_masks(height: int, width: int, subsamples: int = 2) -> torch.Tensor
     return _MASKS[key]
 
 
+LAYOUT_CHANNELS = 5  # the layout prior: the shape's coverage, then the nominal picture's code
+
+
 def layout_prior(evidence: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(B, D) prompt evidence -> (B, 1, height, width): the prompt's shape(s) drawn at their nominal size where the
-    prompt places them (the centre when it does not), weighted by the prompt's weights; zero without a shape word.
-    A grounding input in the manner of GLIGEN (Li et al. 2023): the network refines a layout instead of inventing
-    one, as a small network trained for minutes on CPU must."""
+    """(B, D) prompt evidence -> (B, 5, height, width): the nominal picture the prompt names — the shape(s) at their
+    nominal size where the prompt places them (the centre when it does not), as coverage (channel 0) and as the VAE's
+    code (channels 1-4: the named colour inside, the named background outside; a zero code where the prompt names no
+    colour or background), each attribute's words weighted as the prompt weighs them. A grounding input in the manner
+    of GLIGEN (Li et al. 2023) / a layout-to-image model: the network refines a layout (jitter, edges, noise) instead
+    of inventing it, as a small network trained for minutes on CPU must."""
     dims = evidence_dims()
     offsets, start = {}, 0
     for key, size in dims.items():
         offsets[key] = (start, start + size)
         start += size
     ev = evidence.float().cpu()
-    shape_w = ev[:, offsets["shape"][0]:offsets["shape"][1]].clamp_min(0)
-    pos = ev[:, offsets["position"][0]:offsets["position"][1]].clamp_min(0)
-    total = pos.sum(1, keepdim=True)
+
+    def block(key):
+        return ev[:, offsets[key][0]:offsets[key][1]].clamp_min(0)
+
+    shape_w, pos, col_w, bg_w = block("shape"), block("position"), block("colour"), block("background")
     centre = torch.zeros_like(pos)
     centre[:, list(POSITIONS).index("center")] = 1.0
+    total = pos.sum(1, keepdim=True)
     pos = torch.where(total > 0, pos / total.clamp_min(1e-12), centre)
-    prior = torch.einsum("bs,bp,sphw->bhw", shape_w, pos, _nominal_masks(height, width))
-    return prior[:, None].to(evidence.device)
+    mask = torch.einsum("bs,bp,sphw->bhw", shape_w, pos, _nominal_masks(height, width)).clamp(0, 1)
+
+    def code(weights, table):
+        total = weights.sum(1, keepdim=True)
+        rgb = (weights / total.clamp_min(1e-12)) @ table
+        return torch.where(total > 0, rgb_to_code(rgb * 2 - 1).float(), torch.zeros(len(weights), 4))
+
+    fg, bg = code(col_w, _COL), code(bg_w, _BG)  # (B, 4)
+    picture = mask[:, None] * fg[:, :, None, None] + (1 - mask[:, None]) * bg[:, :, None, None]
+    return torch.cat([mask[:, None], picture], 1).to(evidence.device)
