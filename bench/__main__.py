@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from stepwise_sampler.sampling import SAMPLERS, StandaloneModel
+from stepwise_sampler.sampling.registry import discards_penultimate
 from stepwise_sampler.schedulers import DiscreteModelSampling, ksampler_sigmas
 
 from .memory import PeakMemory
@@ -102,7 +103,7 @@ def suite_overhead(args, peers) -> dict:
             ours_model = NullModel()
             names = list(K_DIFFUSION_SHARED) if not args.quick else ["euler", "dpmpp_2m", "dpmpp_2m_sde"]
             for name in names:
-                sigmas = ksampler_sigmas(MS, "karras", name, steps)
+                sigmas = ksampler_sigmas(MS, "karras", discards_penultimate(name), steps)
                 # SDE samplers: both sides get the same cheap noise source, so the row measures the
                 # samplers and not torchsde's Brownian tree (identical code on both sides; see the sde suite)
                 shared = {"noise_sampler": SharedNoise(x0)} if name.endswith("sde") else {}
@@ -177,7 +178,7 @@ def suite_limit(args, peers) -> dict:
     with torch.no_grad():
         for cfg in (7.0, 1.0):
             for name in samplers:
-                sigmas = ksampler_sigmas(MS, "karras", name, steps)
+                sigmas = ksampler_sigmas(MS, "karras", discards_penultimate(name), steps)
                 latent = torch.zeros(1, 4, size, size)
                 noise = torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(2))
                 calls = []
@@ -232,7 +233,7 @@ def suite_sde(args, peers) -> dict:
     x0 = torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(1))
     null = NullDenoiser()
     rows = []
-    sig = ksampler_sigmas(MS, "karras", "dpmpp_2m", steps)
+    sig = ksampler_sigmas(MS, "karras", discards_penultimate("dpmpp_2m"), steps)
     # the ODE baseline does the same number of model evaluations per step: dpmpp_sde evaluates twice
     baselines = {"dpmpp_2m_sde": "dpmpp_2m", "dpmpp_3m_sde": "dpmpp_2m", "dpmpp_sde": "dpm_2"}
     for name in ("dpmpp_2m_sde", "dpmpp_sde", "dpmpp_3m_sde"):
@@ -269,7 +270,8 @@ class CountingDemo:
 
 
 def suite_accuracy(args, peers) -> dict:
-    from stepwise_sampler.standalone.demo_model import DemoCLIP, DemoModel
+    from stepwise_sampler.models.mixture import DemoModel
+    from stepwise_sampler.models.world import DemoCLIP
 
     clip = DemoCLIP(notice=lambda m: None)
     size = 16 if args.quick else 32
@@ -289,7 +291,7 @@ def suite_accuracy(args, peers) -> dict:
 
     def run(name, scheduler, steps):
         calls[0] = 0
-        sig = ksampler_sigmas(MS, scheduler, name, steps)
+        sig = ksampler_sigmas(MS, scheduler, discards_penultimate(name), steps)
         out = model.sample(noise, latent, SAMPLERS[name], sig, pos, neg, 1.0, seed=3)
         return out, calls[0]
 
@@ -334,7 +336,7 @@ def _sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, projections: int = 128
 
 def suite_distribution(args, model, clip) -> dict:
     """Samples of every stochastic sampler (and a few deterministic ones) vs exact mixture samples."""
-    from stepwise_sampler.standalone import demo_model as dm
+    from stepwise_sampler.models import mixture, world
 
     n, size = (32, 8) if args.quick else (128, 8)
     pos = clip.encode("circle")
@@ -349,11 +351,11 @@ def suite_distribution(args, model, clip) -> dict:
     exact = []
     for k in idx.tolist():
         j, a, g = torch.unravel_index(torch.tensor(k), shape)
-        mu = m[j][None] * dm.COLOUR_CODES[a][:, None, None] + (1 - m[j][None]) * dm.BACKGROUND_CODES[g][:, None, None]
-        v = m[j][None] * dm.SATURATION_DIRS[a][:, None, None]
+        mu = m[j][None] * world.COLOUR_CODES[a][:, None, None] + (1 - m[j][None]) * world.BACKGROUND_CODES[g][:, None, None]
+        v = m[j][None] * world.SATURATION_DIRS[a][:, None, None]
         v = v / v.norm()
-        z = mu + dm.COMPONENT_STD * torch.randn(mu.shape, generator=gen, dtype=torch.float64) + \
-            dm.SATURATION_STD * torch.randn((), generator=gen, dtype=torch.float64) * v
+        z = mu + mixture.COMPONENT_STD * torch.randn(mu.shape, generator=gen, dtype=torch.float64) + \
+            mixture.SATURATION_STD * torch.randn((), generator=gen, dtype=torch.float64) * v
         exact.append(z.reshape(-1))
     exact = torch.stack(exact).float()
     floor = _sliced_wasserstein(exact[:n], exact[n:])
@@ -363,7 +365,7 @@ def suite_distribution(args, model, clip) -> dict:
     for name in STOCHASTIC + ["euler", "dpmpp_2m"]:
         if args.quick and name not in ("euler_ancestral", "dpmpp_2m_sde", "euler"):
             continue
-        sig = ksampler_sigmas(MS, "karras", name, 20)
+        sig = ksampler_sigmas(MS, "karras", discards_penultimate(name), 20)
         out = model.sample(noise, latent, SAMPLERS[name], sig, pos, clip.encode(""), 1.0, seed=4)
         swd = _sliced_wasserstein((out * 0.18215).reshape(n, -1), exact[:n])
         rows[name] = swd
@@ -381,7 +383,7 @@ def suite_preview(args, peers) -> dict:
     pos, neg = _conds()
     latent = torch.zeros(1, 4, size, size)
     noise = torch.randn(1, 4, size, size, generator=torch.Generator().manual_seed(2))
-    sigmas = ksampler_sigmas(MS, "karras", "euler", steps)
+    sigmas = ksampler_sigmas(MS, "karras", discards_penultimate("euler"), steps)
     torch.manual_seed(0)
     taesd = TAESDDecoder().eval()
     decoders = {"latent2rgb": make_decoder("latent2rgb", SD15), "taesd (random weights)": taesd}
@@ -432,7 +434,7 @@ def suite_memory(args, peers) -> dict:
             model.apply_model(xin, torch.full((2,), 3.0), torch.cat([pos[0][0], neg[0][0]]))
         names = ["euler", "dpmpp_2m", "dpmpp_3m_sde", "uni_pc", "heun"] if not args.quick else ["euler"]
         for name in names:
-            sigmas = ksampler_sigmas(MS, "karras", name, steps)
+            sigmas = ksampler_sigmas(MS, "karras", discards_penultimate(name), steps)
             opts = {"sampler_options": {"noise_source": "fast"}} if name.endswith("_sde") else {}
             with PeakMemory() as run:
                 model.sample(noise, latent, SAMPLERS[name], sigmas, pos, neg, 7.0, seed=1, **opts)
@@ -448,8 +450,9 @@ def suite_sweep(args, peers) -> dict:
     peer that keeps every decoded cell and concatenates the grid at the end (efficiency-nodes' XY Plot does),
     both beside their outputs (ours: the grid, its uint8 cells and the cells' LATENT; the peer: its grid)."""
     from stepwise_sampler.nodes import StepwiseKSamplerEfficient, StepwiseXYPlot
-    from stepwise_sampler.nodes.xyplot import CELL_CACHE
-    from stepwise_sampler.standalone.demo_model import DemoCLIP, DemoModel, DemoVAE
+    from stepwise_sampler.nodes.scripts import CELL_CACHE
+    from stepwise_sampler.models.mixture import DemoModel
+    from stepwise_sampler.models.world import DemoCLIP, DemoVAE
 
     model, clip, vae = DemoModel(), DemoCLIP(notice=lambda m: None), DemoVAE()
     pos, neg = clip.encode("red circle on white background"), clip.encode("text")
