@@ -290,7 +290,10 @@ def prompt_denoiser(network: TinyNetwork, prompts: list[str], cfg: float = 5.0):
             sigma = sigma.reshape(-1).expand(x.shape[0]) if sigma.numel() == 1 else sigma.reshape(-1)
             xin = x / (sigma.reshape(-1, 1, 1, 1) ** 2 + 1).sqrt()
             t = table.timestep(sigma)
-            eps = network(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([uncond, cond]).to(x.device))
+            n = x.shape[0]
+            if n > len(cond):
+                raise ValueError(f"prompt_denoiser: a batch of {n} for {len(cond)} prompts")
+            eps = network(torch.cat([xin, xin]), torch.cat([t, t]), torch.cat([uncond[:n], cond[:n]]).to(x.device))
             s = torch.cat([sigma, sigma]).reshape(-1, 1, 1, 1)
             u, c = (torch.cat([x, x]) - s * eps.to(x.dtype)).chunk(2)
         return u + (c - u) * cfg
