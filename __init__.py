@@ -6,21 +6,23 @@ importable as ``stepwise_sampler``. Only relative imports inside: ComfyUI has it
 from __future__ import annotations
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .version import __version__
 
-__version__ = "0.1.0"
 WEB_DIRECTORY = "./js"
 
 
 def _register_comfyui_routes() -> None:
-    """Inside ComfyUI (its ``server`` module is loaded and running), add our schedule route."""
+    """Inside ComfyUI (its ``server`` module is loaded and running), add our routes and node replacements."""
     import sys
 
     server = sys.modules.get("server")
     instance = getattr(getattr(server, "PromptServer", None), "instance", None)
     if instance is not None and "comfy" in sys.modules:
-        from .nodes.comfy_routes import register_routes
+        from .host import register_replacements
+        from .host.comfy import register_routes
 
         register_routes(instance)
+        register_replacements(instance)
 
 
 _register_comfyui_routes()

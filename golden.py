@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 from .nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
-from .nodes.bridge import Observer, observe
-from .nodes.profile import use_profile
+from .host import Observer, observe
+from .sampling.registry import discards_penultimate
+from .host.profile import use_profile
 from .sampling import SAMPLERS
 from .sampling.profile import Profile, profile_for_version
 from .schedulers import DiscreteModelSampling, calculate_sigmas, ksampler_sigmas
@@ -234,7 +235,7 @@ def schedule_report(gs: GoldenSet) -> ScheduleReport:
     for name, kinds in gs.sigmas.get("ksampler", {}).items():
         for kind, entries in kinds.items():
             for e in entries:
-                check(ksampler_sigmas(ms, name, samplers[kind], e["steps"], e["denoise"]), e["sigmas"],
+                check(ksampler_sigmas(ms, name, discards_penultimate(samplers[kind]), e["steps"], e["denoise"]), e["sigmas"],
                       f"ksampler schedule {name}/{kind}/steps={e['steps']}/denoise={e['denoise']}")
     for e in gs.sigmas.get("timestep_examples", []):
         if float(ms.timestep(torch.tensor(e["sigma"], dtype=torch.float32))) != float(e["t"]):

@@ -1,7 +1,6 @@
-"""``GET /stepwise/sigmas``: the schedule a sampler node will run, for the editor's plot.
-
-Pure Python: both ComfyUI's server (``comfy_routes.py``) and ``stepwise serve`` call
-:func:`sigmas_response`. The sigma table is SD1.5's unless the node last ran with another model.
+"""The pack's own HTTP routes, answered the same in either host: ``GET /stepwise/sigmas`` (the schedule a sampler
+node will run, for the editor's plot; the sigma table is SD1.5's unless the node last ran with another model) and
+``POST /stepwise/migrate``. Pure Python: ComfyUI's server (``host/comfy.py``) and ``stepwise serve`` call them.
 """
 from __future__ import annotations
 
@@ -9,17 +8,18 @@ import math
 import weakref
 from typing import Any, Mapping
 
-from ..sampling import SAMPLER_NAMES
-from ..schedulers import SCHEDULER_NAMES, DiscreteModelSampling, plan_sigmas
-from .profile import sampler_names, scheduler_names
-
 import torch
 
+from ..sampling import SAMPLER_NAMES, TRAITS
+from ..sampling.registry import discards_penultimate
+from ..schedulers import SCHEDULER_NAMES, DiscreteModelSampling, plan_sigmas
 from ..schedulers.extra import SCHEDULE_NAMES, SCHEDULES, schedule_sigmas
+from ..schedulers.plan import SWITCH_UNITS, plan_stages
+from .profile import sampler_names, scheduler_names
 
 __all__ = ["sigmas_response", "remember_model_sampling", "MAX_PLOT_STEPS", "migrate_response"]
 
-MAX_PLOT_STEPS = 1000
+MAX_PLOT_STEPS = 10000  # every value the steps widgets allow
 _DEFAULT = None
 _LAST: dict[str, Any] = {}
 
@@ -98,6 +98,10 @@ def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
         leftover = query.get("leftover", "disable")
         if leftover not in ("enable", "disable"):
             raise _BadRequest(f"leftover: {leftover!r} is not one of enable, disable")
+        unit = query.get("unit", "sigma")
+        if unit not in SWITCH_UNITS:
+            raise _BadRequest(f"unit: {unit!r} is not one of {', '.join(SWITCH_UNITS)}")
+        until = _until(query.get("until"))
     except _BadRequest as exc:
         return 400, {"error": str(exc)}
     ref = _LAST.get(str(query.get("node")))
@@ -117,7 +121,7 @@ def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
             return 400, {"error": str(exc)}
         if given.numel() == 0:
             given = torch.zeros([1])
-    plan = plan_sigmas(ms, scheduler, sampler, steps, denoise, start if start else None,
+    plan = plan_sigmas(ms, scheduler, discards_penultimate(sampler), steps, denoise, start if start else None,
                        end if end < 10000 else None, leftover != "enable", sigmas=given)
     runs = plan.runs
     full = plan.full
@@ -129,13 +133,42 @@ def sigmas_response(query: Mapping[str, str]) -> tuple[int, dict]:
         "start": first, "end": (first + len(used) - 1) if runs else None,
         "used": _floats(used) if runs else [], "total_steps": plan.total_steps,
         "table": "model" if ref is not None and ref() is not None else "sd15",
+        "traits": TRAITS[sampler].as_dict() if sampler in TRAITS else None,
+        **_stages(full, until, unit),
     }
+
+
+def _until(text: str | None) -> list[float] | None:
+    """Stages (Stepwise)'s switch points from ``until=a,b,c`` (the ones set, in order; -1 ends the list)."""
+    if text in (None, ""):
+        return None
+    values = []
+    for item in str(text).split(",")[:3]:
+        try:
+            value = float(item)
+        except ValueError:
+            raise _BadRequest(f"until: expected up to 3 comma-separated numbers, got {str(text)[:40]!r}") from None
+        if not math.isfinite(value) or value > 10000:
+            raise _BadRequest(f"until: {item!r} is outside -1..10000")
+        if value < 0:
+            break
+        values.append(value)
+    return values
+
+
+def _stages(full: torch.Tensor, until: list[float] | None, unit: str) -> dict:
+    if until is None:
+        return {}
+    try:
+        return {"stages": [list(r) for r in plan_stages(full, until, unit)], "unit": unit}
+    except ValueError as exc:
+        return {"stages": None, "stages_error": str(exc)}
 
 
 def migrate_response(body) -> tuple[int, dict]:
     """``POST /stepwise/migrate`` ``{"workflow": graph, "nodes": [ids] (optional)}`` -> the migrated graph and the
     report lines (the editor's "Migrate samplers to Stepwise" entries)."""
-    from .migrate import migrate_workflow
+    from ..workflows.migrate import migrate_workflow
 
     if not isinstance(body, dict) or not isinstance(body.get("workflow"), dict):
         return 400, {"error": "workflow: expected the editor's graph as a JSON object"}

@@ -1,8 +1,9 @@
-"""Inside ComfyUI: run our sampler functions through ComfyUI's own guider.
+"""Inside ComfyUI: the host (progress bar, previews, interrupt, shown images, ComfyUI's own samplers and schedulers,
+our routes on its server) and the backend that runs our sampler functions through ComfyUI's own guider.
 
 ``comfy.samplers.CFGGuider`` does conditioning (areas, masks, hooks, ControlNet, patches), latent
 in/out and inpaint masking; ``comfy.samplers.KSAMPLER`` does the initial noise scaling. We supply
-sigmas, noise, the sampler function and the callback. Only imported when a ComfyUI MODEL arrives.
+sigmas, noise, the sampler function and the callback. Only imported inside ComfyUI.
 """
 from __future__ import annotations
 
@@ -17,9 +18,13 @@ import comfy.model_sampling
 import comfy.sample
 import comfy.samplers
 
+from ..sampling import SAMPLERS
 from ..sampling.model import UncondTap
+from ..sampling.registry import SamplerSpec
+from . import Host
 
-__all__ = ["ComfyBackend", "ComfyModelView", "ComfyModelSampling", "NativeSampler", "native_sampler"]
+__all__ = ["ComfyBackend", "ComfyModelView", "ComfyModelSampling", "NativeSampler", "native_sampler", "ComfyHost",
+           "register_routes"]
 
 
 class ComfyModelSampling:
@@ -97,8 +102,6 @@ class NativeSampler:
 
     def plan_name(self, fallback: str) -> str:
         """The name whose schedule rule applies (dpm_2/uni_pc drop the penultimate sigma), if recognisable."""
-        from ..sampling import SAMPLERS
-
         aliases = {"unipc": "uni_pc"}
         name = aliases.get(self.name, self.name)
         return name if name in SAMPLERS else fallback
@@ -134,8 +137,9 @@ class ComfyBackend:
         self.patcher = model_patcher
         self.model_sampling = model_patcher.get_model_object("model_sampling")
 
-    def fix_empty_latent_channels(self, latent: torch.Tensor) -> torch.Tensor:
-        return comfy.sample.fix_empty_latent_channels(self.patcher, latent)
+    def fix_empty_latent_channels(self, latent: torch.Tensor, **downscale_ratios) -> torch.Tensor:
+        # downscale_ratios only arrive under a 0.22.0+ profile, whose ComfyUI takes them
+        return comfy.sample.fix_empty_latent_channels(self.patcher, latent, **downscale_ratios)
 
     @staticmethod
     def nest(tensors: list):
@@ -226,3 +230,83 @@ def comfy_progress_text(text: str, node_id: Any) -> None:
             send(text, str(node_id))
     except Exception:  # noqa: BLE001 - progress text is a courtesy, never a failure
         pass
+
+
+class ComfyHost(Host):
+    """ComfyUI as the host of a node run."""
+
+    name = "comfyui"
+
+    def step_callback(self, model: Any, steps: int, preview=None, node_id: Any = None):
+        """With a per-node ``preview`` config: our previewer reporting through ComfyUI's progress bar (never its
+        global preview setting); without one, ComfyUI's own callback exactly as the core KSampler uses it."""
+        import comfy.utils
+
+        if not hasattr(model, "model") or not hasattr(model, "load_device"):
+            return None, not comfy.utils.PROGRESS_BAR_ENABLED
+        if preview is not None:
+            return comfy_preview_callback(model, steps, preview), not comfy.utils.PROGRESS_BAR_ENABLED
+        import latent_preview
+
+        return latent_preview.prepare_callback(model, steps), not comfy.utils.PROGRESS_BAR_ENABLED
+
+    def check_interrupt(self) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+
+    def wants_ui(self) -> bool:
+        return True
+
+    def show_images(self, images, prompt=None, extra_pnginfo=None) -> list[dict]:
+        return comfy_show_images(images, prompt, extra_pnginfo)
+
+    def progress_text(self, text: str, node_id: Any = None) -> None:
+        if node_id is not None:
+            comfy_progress_text(text, node_id)
+
+    def encode_text(self, clip: Any, text: str):
+        if hasattr(clip, "tokenize") and hasattr(clip, "encode_from_tokens"):
+            return comfy_encode_text(clip, text)
+        return super().encode_text(clip, text)
+
+    def native_sampler(self, name: str):
+        return native_sampler(name)
+
+    def native_schedule(self, name: str):
+        return native_schedule(name)
+
+    def sampler_output(self, spec: SamplerSpec):
+        """A SAMPLER core's SamplerCustom(Advanced) can run (ComfyUI's KSAMPLER around our function, through the same
+        model view as our nodes), carrying the spec so our own nodes read it as data."""
+        fn = SAMPLERS[spec.name]
+        sampler = comfy.samplers.KSAMPLER(_SamplerFunction(fn), extra_options=dict(spec.options))
+        sampler.stepwise_spec = spec
+        return sampler
+
+    def sampler_socket(self, sampler: Any) -> dict:
+        if isinstance(getattr(sampler, "stepwise_spec", sampler), SamplerSpec):
+            return super().sampler_socket(sampler)
+        if hasattr(sampler, "sample") and hasattr(sampler, "sampler_function"):
+            native = NativeSampler.of(sampler)
+            return {"native_sampler": native, "plan_name": native.plan_name}
+        return super().sampler_socket(sampler)
+
+
+def register_routes(prompt_server: Any) -> None:
+    """``GET /stepwise/sigmas`` and ``POST /stepwise/migrate`` on ComfyUI's server (also under /api)."""
+    from aiohttp import web
+
+    from .api import migrate_response, sigmas_response
+
+    @prompt_server.routes.get("/stepwise/sigmas")
+    async def stepwise_sigmas(request):
+        status, body = sigmas_response(request.rel_url.query)
+        return web.json_response(body, status=status)
+
+    @prompt_server.routes.post("/stepwise/migrate")
+    async def stepwise_migrate(request):
+        try:
+            body = await request.json()
+        except Exception:  # noqa: BLE001 - any unreadable body is the client's error
+            return web.json_response({"error": "body: not JSON"}, status=400)
+        status, out = migrate_response(body)
+        return web.json_response(out, status=status)

@@ -78,9 +78,25 @@ def use_profile(profile: Profile) -> Iterator[Profile]:
         _ACTIVE.reset(token)
 
 
+def standalone_profile_for(version: str) -> Profile:
+    """The profile ``--comfy-version VERSION`` chooses: a release the profiles cover (from the oldest checked one to
+    the newest), else a ValueError listing them."""
+    from ..sampling.profile import OLDEST, PROFILES, parse_version
+
+    known = ", ".join(PROFILES)
+    try:
+        v = parse_version(version)
+    except ValueError:
+        raise ValueError(f"--comfy-version: {version!r} is not a version like 0.8.0; known profiles: {known}") from None
+    if v < parse_version(OLDEST.comfyui_version) or v > parse_version(NEWEST.comfyui_version):
+        raise ValueError(f"--comfy-version: {version} is outside the releases Stepwise reproduces "
+                         f"({OLDEST.comfyui_version} .. {NEWEST.comfyui_version}); known profiles: {known}")
+    return profile_for_version(version)
+
+
 def set_standalone_profile(version: str | Profile) -> Profile:
     """Choose the release the standalone runtime reproduces (``--comfy-version``)."""
-    profile = version if isinstance(version, Profile) else profile_for_version(version)
+    profile = version if isinstance(version, Profile) else standalone_profile_for(version)
     _STANDALONE[0] = profile
     return profile
 

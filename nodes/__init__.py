@@ -1,18 +1,20 @@
-"""ComfyUI node classes. Thin: they validate and translate widgets, then call the sampling core."""
+"""ComfyUI node classes and their registry. Thin: a node checks its widgets, builds one SamplingRequest and lets the
+host run it (``ksampler.build_request``/``run_sampler``)."""
 from __future__ import annotations
 
-from .fit import StepwiseFitSchedule
+from .fit import StepwiseFitSchedule, StepwiseFitSolver
 from .efficient import StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient
 from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced
 from .noise import StepwiseNoise
 from .sampler import StepwiseSampler
 from .schedule import StepwiseSchedule
-from .script import StepwiseHiResFixScript, StepwiseNoiseScript
-from .xyplot import StepwiseXYPlot
+from .scripts import StepwiseHiResFixScript, StepwiseNoiseScript, StepwiseXYPlot
+from .stages import StepwiseStages
 
 NODE_CLASS_MAPPINGS = {
     "StepwiseKSampler": StepwiseKSampler,
     "StepwiseKSamplerAdvanced": StepwiseKSamplerAdvanced,
+    "StepwiseStages": StepwiseStages,
     "StepwiseKSamplerEfficient": StepwiseKSamplerEfficient,
     "StepwiseKSamplerAdvancedEfficient": StepwiseKSamplerAdvancedEfficient,
     "StepwiseHiResFixScript": StepwiseHiResFixScript,
@@ -22,11 +24,13 @@ NODE_CLASS_MAPPINGS = {
     "StepwiseSampler": StepwiseSampler,
     "StepwiseXYPlot": StepwiseXYPlot,
     "StepwiseFitSchedule": StepwiseFitSchedule,
+    "StepwiseFitSolver": StepwiseFitSolver,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseKSampler": "KSampler (Stepwise)",
     "StepwiseKSamplerAdvanced": "KSampler Advanced (Stepwise)",
+    "StepwiseStages": "Stages (Stepwise)",
     "StepwiseKSamplerEfficient": "KSampler Efficient (Stepwise)",
     "StepwiseKSamplerAdvancedEfficient": "KSampler Adv. Efficient (Stepwise)",
     "StepwiseHiResFixScript": "HiRes-Fix Script (Stepwise)",
@@ -36,8 +40,10 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "StepwiseSampler": "Sampler (Stepwise)",
     "StepwiseXYPlot": "XY Plot (Stepwise)",
     "StepwiseFitSchedule": "Fit Schedule (Stepwise)",
+    "StepwiseFitSolver": "Fit Solver (Stepwise)",
 }
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "StepwiseKSampler", "StepwiseKSamplerAdvanced",
-           "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
-           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler", "StepwiseXYPlot", "StepwiseFitSchedule"]
+           "StepwiseStages", "StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "StepwiseHiResFixScript",
+           "StepwiseNoiseScript", "StepwiseNoise", "StepwiseSchedule", "StepwiseSampler", "StepwiseXYPlot", "StepwiseFitSchedule",
+           "StepwiseFitSolver"]

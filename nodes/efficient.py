@@ -1,9 +1,9 @@
 """KSampler Efficient / KSampler Adv. Efficient (Stepwise): sample, preview, decode, pass everything on.
 
-In the manner of efficiency-nodes' "KSampler (Efficient)" and "KSampler Adv. (Efficient)", on the
-same ``common_ksampler`` as the plain nodes (so their latents are identical), with three fixes: the
-preview method applies to this node's run only, results are cached on every input that affects
-them (never stale; decode-only changes do not re-sample), and the script socket is typed.
+In the manner of efficiency-nodes' "KSampler (Efficient)" and "KSampler Adv. (Efficient)", on the same request
+and ``run_sampler`` as the plain nodes (so their latents are identical), with three fixes: the preview method
+applies to this node's run only, results are cached on every input that affects them (never stale; decode-only
+changes do not re-sample), and the script socket is typed.
 """
 from __future__ import annotations
 
@@ -11,24 +11,26 @@ from typing import Any
 
 import torch
 
+from ..host import current_host
 from ..preview import PREVIEW_METHODS, PreviewConfig, check_preview_method
-from .bridge import current_observer, is_comfy_model
-from .cache import RESULT_CACHE
-from .noise import StepwiseNoiseValue
-from .recipe import recipe_document
-from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced, run_common_ksampler, ui_summary
-from .script import apply_script, check_script
-from .widgets import check_widgets
+from ..sampling import SamplingRequest
+from ..sampling.cache import ResultCache
+from ..workflows.recipe import recipe_document
+from ..workflows.widgets import check_widgets
+from .ksampler import StepwiseKSampler, StepwiseKSamplerAdvanced, build_request, run_sampler, sigma_boundaries, \
+    ui_summary
+from .scripts import apply_script, check_script, run_xy_plot
 
 __all__ = ["StepwiseKSamplerEfficient", "StepwiseKSamplerAdvancedEfficient", "VAE_DECODE", "VAE_DECODE_ADVANCED",
-           "decode_latent"]
+           "decode_latent", "RESULT_CACHE"]
 
-PREVIEW_CHOICES = ["auto", "latent2rgb", "taesd", "none"]
 VAE_DECODE = ["true", "true (tiled)", "false"]
 VAE_DECODE_ADVANCED = VAE_DECODE + ["output only", "output only (tiled)"]
 SHOWN = {"true", "true (tiled)"}
 EMPTY_IMAGE = torch.zeros(1, 1, 1, 3)  # what the IMAGE output carries when vae_decode is "false"
 TILE, OVERLAP = 64, 16  # latent pixels
+#: the Efficient nodes' results: keyed on everything that affects the latent (see sampling.cache)
+RESULT_CACHE = ResultCache()
 
 
 def decode_latent(vae: Any, latent: dict, mode: str) -> torch.Tensor:
@@ -48,103 +50,80 @@ def decode_latent(vae: Any, latent: dict, mode: str) -> torch.Tensor:
     return images
 
 
-def _efficient(node: str, model, positive, negative, latent_image, preview_method, vae_decode, optional_vae,
-               script, allowed_decode, sampling: dict, prompt=None, extra_pnginfo=None, unique_id=None):
+def _sample(model, positive, negative, latent_image, request: SamplingRequest, script, preview, unique_id):
+    """One sampling through the core, with a script (HiRes-Fix, noise) applied: (LATENT, the runs' RunInfo)."""
+    runs: list = []
+
+    def sample(latent: dict, pass_request: SamplingRequest) -> dict:
+        (res,), info = run_sampler(model, pass_request, positive, negative, latent, preview=preview,
+                                   unique_id=unique_id)
+        runs.append(info)
+        return res
+
+    return apply_script(script, sample, latent_image, request), runs
+
+
+def _efficient(advanced: bool, model, positive, negative, latent_image, preview_method, vae_decode, optional_vae,
+               script, request: SamplingRequest, prompt=None, extra_pnginfo=None, unique_id=None):
+    host = current_host()
+    allowed = VAE_DECODE_ADVANCED if advanced else VAE_DECODE
     check_preview_method(preview_method)
-    if vae_decode not in allowed_decode:
-        raise ValueError(f"vae_decode: {vae_decode!r} is not one of the allowed values: {', '.join(allowed_decode)}")
+    if vae_decode not in allowed:
+        raise ValueError(f"vae_decode: {vae_decode!r} is not one of the allowed values: {', '.join(allowed)}")
     script = check_script(script)
-    if isinstance(sampling.get("noise"), StepwiseNoiseValue):
-        sampling = {**sampling, "noise": sampling["noise"].source}  # keyed by value in the result cache
     vae = optional_vae if optional_vae is not None else getattr(model, "default_vae", None)
     if vae_decode != "false" and vae is None:
         raise ValueError(f"vae_decode: {vae_decode!r} needs a VAE, but optional_vae is not connected and the model "
                          f"brings none; connect optional_vae or set vae_decode to 'false'")
+    preview = PreviewConfig(method=preview_method)
+    saved_by = None if unique_id is None else str(unique_id)
+    graph = prompt if isinstance(prompt, dict) else None
     if script is not None and script.kind == "xy_plot":
-        return _efficient_xy(node, model, positive, negative, latent_image, preview_method, vae_decode, vae, script,
-                             sampling, prompt, extra_pnginfo, unique_id)
-    key = (node, model, positive, negative, latent_image, sampling, script)
-    cached = RESULT_CACHE.get(key)
-    out, recipes = (None, []) if cached is None else cached
-    runs: list = []
-    if out is None:
-        out, runs = _sample(node, model, positive, negative, latent_image, sampling, script,
-                            PreviewConfig(method=preview_method), unique_id)
-        recipes = [dict(r.recipe) for r in runs if r.recipe]
-        RESULT_CACHE.put(key, (out, recipes))
-    out = dict(out)
-    recipe = recipe_document([dict(r) for r in recipes], None if unique_id is None else str(unique_id), None,
-                             prompt if isinstance(prompt, dict) else None)
-    images = EMPTY_IMAGE if vae_decode == "false" else decode_latent(vae, out, vae_decode)
-    ui = {"images": _show(images, model, vae_decode, recipe, prompt, extra_pnginfo), "stepwise_recipe": [recipe]}
+        if vae_decode == "false":
+            raise ValueError("vae_decode: the XY Plot decodes every cell for its grid; choose 'true' (or a tiled or "
+                             "'output only' mode)")
+        node_cls = StepwiseKSamplerAdvancedEfficient if advanced else StepwiseKSamplerEfficient
+
+        def sample(cell_model, pos, neg, latent, cell_request, inner):
+            return _sample(cell_model, pos, neg, latent, cell_request, inner, preview, unique_id)
+
+        result = run_xy_plot(advanced, node_cls, script, model, positive, negative, latent_image, request, sample,
+                             lambda latent: decode_latent(vae, latent, vae_decode), advanced, unique_id)
+        out, images, runs = result["latent"], result["grid"], result["runs"]
+        recipe = recipe_document(result["recipes"], saved_by, None, graph)
+        extra = {"stepwise_xy": [{"labels": result["labels"], "cached": result["cached"]}]}
+    else:
+        key = (advanced, model, positive, negative, latent_image, request, script)
+        cached = RESULT_CACHE.get(key)
+        out, recipes = (None, []) if cached is None else cached
+        runs: list = []
+        if out is None:
+            out, runs = _sample(model, positive, negative, latent_image, request, script, preview, unique_id)
+            recipes = [dict(r.recipe) for r in runs if r.recipe]
+            RESULT_CACHE.put(key, (out, recipes))
+        out = dict(out)
+        recipe = recipe_document([dict(r) for r in recipes], saved_by, None, graph)
+        images = EMPTY_IMAGE if vae_decode == "false" else decode_latent(vae, out, vae_decode)
+        extra = {}
+    shown = host.show_images(images, prompt, {**(extra_pnginfo or {}), "stepwise": recipe}) \
+        if vae_decode in SHOWN else []
+    ui = {"images": shown, "stepwise_recipe": [recipe], **extra}
     if runs:
         ui["stepwise"] = [ui_summary(runs[0])]
     return {"ui": ui, "result": (model, positive, negative, out, vae, images)}
 
 
-def _sample(node: str, model, positive, negative, latent_image, sampling: dict, script, preview, unique_id):
-    """One sampling through the core, with a script (HiRes-Fix, noise) applied: (LATENT, the runs' RunInfo)."""
-    runs: list = []
-
-    def sample(latent: dict, **overrides) -> dict:
-        kw = {**sampling, **overrides}
-        (res,), info = run_common_ksampler(model, kw.pop("seed"), kw.pop("steps"), kw.pop("cfg"),
-                                           kw.pop("sampler_name"), kw.pop("scheduler"), positive, negative,
-                                           latent, preview=preview, unique_id=unique_id, **kw)
-        runs.append(info)
-        return res
-
-    return apply_script(script, sample, latent_image), runs
-
-
-def _show(images, model, vae_decode: str, recipe: dict, prompt, extra_pnginfo) -> list[dict]:
-    """Images shown on the node (what PreviewImage would save), the recipe in their PNG chunk inside ComfyUI."""
-    if vae_decode not in SHOWN:
-        return []
-    if is_comfy_model(model):
-        from .comfy_bridge import comfy_show_images
-
-        return comfy_show_images(images, prompt, {**(extra_pnginfo or {}), "stepwise": recipe})
-    observer = current_observer()
-    if observer is not None and observer.show_images is not None:
-        return observer.show_images(images)
-    return []
-
-
-def _efficient_xy(node: str, model, positive, negative, latent_image, preview_method, vae_decode, vae, script,
-                  sampling, prompt, extra_pnginfo, unique_id) -> dict:
-    """The XY Plot script: every cell sampled and decoded; IMAGE = the grid(s), LATENT = all cells as a batch."""
-    from .xyplot import run_xy_plot
-
-    if vae_decode == "false":
-        raise ValueError("vae_decode: the XY Plot decodes every cell for its grid; choose 'true' (or a tiled or "
-                         "'output only' mode)")
-    preview = PreviewConfig(method=preview_method)
-    node_cls = StepwiseKSamplerAdvancedEfficient if node == "KSamplerAdvanced" else StepwiseKSamplerEfficient
-
-    def sample(cell_model, pos, neg, latent, cell_sampling, inner):
-        return _sample(node, cell_model, pos, neg, latent, cell_sampling, inner, preview, unique_id)
-
-    result = run_xy_plot(node, node_cls, script, model, positive, negative, latent_image, sampling, sample,
-                         lambda latent: decode_latent(vae, latent, vae_decode), unique_id)
-    recipe = recipe_document(result["recipes"], None if unique_id is None else str(unique_id), None,
-                             prompt if isinstance(prompt, dict) else None)
-    ui = {"images": _show(result["grid"], model, vae_decode, recipe, prompt, extra_pnginfo),
-          "stepwise_recipe": [recipe], "stepwise_xy": [{"labels": result["labels"], "cached": result["cached"]}]}
-    if result["runs"]:
-        ui["stepwise"] = [ui_summary(result["runs"][0])]
-    return {"ui": ui, "result": (model, positive, negative, result["latent"], vae, result["grid"])}
-
-
 def _efficient_inputs(base: type, decode_choices: list[str]) -> dict:
     types = base.INPUT_TYPES()
     required = dict(types["required"])
-    required["preview_method"] = (PREVIEW_CHOICES, {"tooltip": "Previews for this node's run only: "
-                                                    + "; ".join(f"{k}: {v}" for k, v in PREVIEW_METHODS.items())})
+    required["preview_method"] = (list(PREVIEW_METHODS), {"tooltip": "Previews for this node's run only: "
+                                                          + "; ".join(f"{k}: {v}" for k, v in PREVIEW_METHODS.items())})
     required["vae_decode"] = (decode_choices, {"tooltip": "Decode the result with the VAE (shown on the node unless "
                                                           "'output only'); 'false' skips decoding."})
     return {"required": required,
-            "optional": {"optional_vae": ("VAE",), "script": ("SCRIPT",), **types.get("optional", {})},
+            "optional": {"optional_vae": ("VAE", {"tooltip": "The VAE to decode with (default: the model's own)."}),
+                         "script": ("SCRIPT", {"tooltip": "HiRes-Fix, SDE noise or XY Plot (Stepwise)."}),
+                         **types.get("optional", {})},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
 
@@ -160,18 +139,20 @@ class StepwiseKSamplerEfficient:
     OUTPUT_NODE = True
     FUNCTION = "sample"
     CATEGORY = "stepwise/sampling"
+    DESCRIPTION = ("KSampler with previews for this node only, an optional VAE decode shown on the node, a script "
+                   "socket (HiRes-Fix, XY Plot, SDE noise) and a result cache; passes its inputs on.")
     #: efficiency-nodes saves from before its Oct 2023 release start widgets_values with this
     LEGACY_LEADING_WIDGET = ("sampler_state", ("Sample", "Hold", "Script"))
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise,
                preview_method, vae_decode, optional_vae=None, script=None, prompt=None, extra_pnginfo=None,
                unique_id=None, noise=None, sigmas=None, sampler=None):
-        sampling = {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler,
-                    "denoise": denoise, "noise": noise, "sigmas": sigmas, "sampler": sampler}
-        check_widgets(type(self), {**{k: v for k, v in sampling.items() if k not in ("noise", "sigmas", "sampler")},
-                                   "preview_method": preview_method})
-        return _efficient("KSampler", model, positive, negative, latent_image, preview_method, vae_decode,
-                          optional_vae, script, VAE_DECODE, sampling, prompt, extra_pnginfo, unique_id)
+        widgets = {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler,
+                   "denoise": denoise}
+        check_widgets(type(self), {**widgets, "preview_method": preview_method})
+        request = build_request(widgets, noise=noise, sigmas=sigmas, sampler=sampler)
+        return _efficient(False, model, positive, negative, latent_image, preview_method, vae_decode, optional_vae,
+                          script, request, prompt, extra_pnginfo, unique_id)
 
 
 class StepwiseKSamplerAdvancedEfficient:
@@ -186,21 +167,21 @@ class StepwiseKSamplerAdvancedEfficient:
     OUTPUT_NODE = True
     FUNCTION = "sample"
     CATEGORY = "stepwise/sampling"
+    DESCRIPTION = ("KSampler (Advanced) with previews for this node only, an optional VAE decode shown on the node, "
+                   "a script socket and a result cache; passes its inputs on.")
     LEGACY_LEADING_WIDGET = StepwiseKSamplerEfficient.LEGACY_LEADING_WIDGET
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, preview_method, vae_decode,
                optional_vae=None, script=None, prompt=None, extra_pnginfo=None, unique_id=None, split_mode="comfy",
-               noise=None, sigmas=None, sampler=None):
-        check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
-                                   "sampler_name": sampler_name, "scheduler": scheduler,
-                                   "start_at_step": start_at_step, "end_at_step": end_at_step,
-                                   "return_with_leftover_noise": return_with_leftover_noise,
-                                   "preview_method": preview_method, "split_mode": split_mode})
-        sampling = {"seed": noise_seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
-                    "scheduler": scheduler, "denoise": 1.0, "disable_noise": add_noise == "disable",
-                    "start_step": start_at_step, "last_step": end_at_step,
-                    "force_full_denoise": return_with_leftover_noise != "enable", "split_mode": split_mode,
-                    "noise": noise, "sigmas": sigmas, "sampler": sampler}
-        return _efficient("KSamplerAdvanced", model, positive, negative, latent_image, preview_method, vae_decode,
-                          optional_vae, script, VAE_DECODE_ADVANCED, sampling, prompt, extra_pnginfo, unique_id)
+               start_at_sigma=-1.0, end_at_sigma=-1.0, noise=None, sigmas=None, sampler=None):
+        widgets = {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
+                   "sampler_name": sampler_name, "scheduler": scheduler, "start_at_step": start_at_step,
+                   "end_at_step": end_at_step, "return_with_leftover_noise": return_with_leftover_noise,
+                   "split_mode": split_mode}
+        check_widgets(type(self), {**widgets, "preview_method": preview_method, "start_at_sigma": start_at_sigma,
+                                   "end_at_sigma": end_at_sigma})
+        request = build_request(widgets, noise=noise, sigmas=sigmas, sampler=sampler)
+        request = sigma_boundaries(model, request, start_at_sigma, end_at_sigma)
+        return _efficient(True, model, positive, negative, latent_image, preview_method, vae_decode, optional_vae,
+                          script, request, prompt, extra_pnginfo, unique_id)

@@ -1,24 +1,23 @@
-"""Stepwise KSampler and KSampler Advanced: core ComfyUI's inputs, order, defaults and numbers."""
+"""Stepwise KSampler and KSampler Advanced: core ComfyUI's inputs, order, defaults and numbers.
+
+Every sampler node goes the same way: its widgets and sockets become one :class:`~..sampling.SamplingRequest`
+(:func:`build_request`), the host runs it (:func:`run_sampler`), and the host shows what ran (:func:`sampler_ui`).
+"""
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from ..preview import PreviewConfig, PreviewHook, make_decoder
-from ..sampling import SAMPLERS, RunInfo, common_ksampler
-from ..schedulers import SCHEDULERS
-from .bridge import as_backend, current_observer, is_comfy_model
-from .noise import StepwiseNoiseValue
-from .recipe import recipe_document, run_recipe
-from .sampler import SamplerSpec
-from .profile import combo_spec, current_profile, sampler_names, scheduler_names
-from .schedule_api import remember_model_sampling
-from .widgets import check_widgets
+from ..host import current_host, noise_socket, plot_summary
+from ..host.api import remember_model_sampling
+from ..host.profile import combo_spec, sampler_names, scheduler_names
+from ..preview import PreviewConfig
+from ..sampling import RunInfo, SamplingRequest, common_ksampler
+from ..sampling.request import sigmas_tuple
+from ..workflows.recipe import recipe_document, run_recipe
+from ..workflows.widgets import check_widgets
 
-__all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "run_common_ksampler", "make_step_callback", "ui_summary",
-           "SPLIT_MODE_SPEC"]
-
-log = logging.getLogger("stepwise")
+__all__ = ["StepwiseKSampler", "StepwiseKSamplerAdvanced", "build_request", "run_sampler", "sampler_ui",
+           "ui_summary", "full_schedule", "sigma_boundaries", "SPLIT_MODE_SPEC", "CFG_SPEC"]
 
 SEED_SPEC = ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                      "tooltip": "The random seed used for creating the noise."})
@@ -30,9 +29,17 @@ SAMPLER_SPEC = ("SAMPLER", {"tooltip": "When connected, replaces sampler_name: S
 NOISE_SPEC = ("NOISE", {"tooltip": "When connected, replaces the seed widget and add_noise: a Noise (Stepwise) node "
                                    "(per-item seeds, variations) or core's RandomNoise/DisableNoise."})
 SPLIT_MODE_SPEC = (["comfy", "seamless"], {
-    "default": "comfy",
+    "default": "comfy", "advanced": True,
     "tooltip": "comfy: ComfyUI's split (each node restarts its sampler's history and noise). seamless: chained nodes "
                "continue one run (history and noise carried in the LATENT): a split equals a single run."})
+def SIGMA_BOUNDARY_SPEC(which: str) -> tuple:  # noqa: N802 - a spec, like the constants beside it
+    rule = "the first step whose noise level is below it" if which == "start" else \
+        "before the first step whose noise level is below it"
+    return ("FLOAT", {"default": -1.0, "min": -1.0, "max": 10000.0, "step": 0.001, "round": False, "advanced": True,
+                      "tooltip": f"A noise level (the model's sigma) to {which} at instead of {which}_at_step: "
+                                 f"{which}s {rule}. -1: use {which}_at_step."})
+
+
 CFG_SPEC = ("FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01,
                       "tooltip": "Classifier-free guidance scale."})
 
@@ -47,139 +54,94 @@ def sampler_inputs() -> dict[str, tuple]:
     }
 
 
-def _latent_format(model: Any):
-    fmt = getattr(model, "latent_format", None)
-    if fmt is None and is_comfy_model(model):
-        fmt = model.model.latent_format
-    return fmt
-
-
-def make_step_callback(model: Any, steps: int, preview: PreviewConfig | None = None):
-    """(callback, disable_pbar) for a sampler node.
-
-    Standalone (an active observer): interrupt check, the node's own previews, the observer's hooks.
-    Inside ComfyUI: with a per-node ``preview`` config, our previewer reporting through ComfyUI's
-    progress bar (never its global preview setting); without one, ComfyUI's own callback exactly
-    as the core KSampler uses it."""
-    observer = current_observer()
-    if observer is not None:
-        hook = None
-        preview = preview if preview is not None else observer.default_preview
-        if preview is not None and preview.method != "none":
-            def sink(step: int, total: int, image) -> None:
-                if image is not None and observer.on_preview is not None:
-                    observer.on_preview(step, total, image)
-            hook = PreviewHook(make_decoder(preview.method, _latent_format(model), notice=observer.on_notice), sink,
-                               preview)
-
-        def callback(step, x0, x, total):
-            observer.check_interrupt()
-            if hook is not None:
-                hook(step, x0, x, total)
-            if observer.on_step is not None:
-                observer.on_step(step, x0, x, total)
-        return callback, not observer.show_progress
-    if is_comfy_model(model):
-        import comfy.utils
-
-        if preview is not None:
-            from .comfy_bridge import comfy_preview_callback
-
-            return comfy_preview_callback(model, steps, preview), not comfy.utils.PROGRESS_BAR_ENABLED
-        import latent_preview
-
-        return latent_preview.prepare_callback(model, steps), not comfy.utils.PROGRESS_BAR_ENABLED
-    return None, True
-
-
-def run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image,
-                        preview: PreviewConfig | None = None, unique_id=None, **kw):
-    """From node arguments to :func:`common_ksampler` (used by every node); returns (out, RunInfo)."""
-    callback, disable_pbar = make_step_callback(model, steps, preview)
-    info = RunInfo()
-    noise = kw.pop("noise", None)
+def build_request(widgets: dict, *, noise: Any = None, sigmas: Any = None, sampler: Any = None) -> SamplingRequest:
+    """A sampler node's widgets (under their names on the node) and sockets as one request, under the host's
+    behaviour profile."""
+    host = current_host()
+    request = SamplingRequest.from_widgets(host.profile(), **widgets)
+    changes: dict = {}
     if noise is not None:
-        kw["noise"] = noise.source if isinstance(noise, StepwiseNoiseValue) else noise
-    sampler = kw.pop("sampler", None)
+        changes["noise"] = noise_socket(noise)
+    if sigmas is not None:
+        changes["sigmas"] = sigmas_tuple(sigmas)
     if sampler is not None:
-        if isinstance(sampler, SamplerSpec):
-            sampler_name, kw["sampler_extra"] = sampler.name, sampler.kwargs()
-        elif is_comfy_model(model) and hasattr(sampler, "sample") and hasattr(sampler, "sampler_function"):
-            from .comfy_bridge import NativeSampler
+        fields = host.sampler_socket(sampler)
+        plan_name = fields.pop("plan_name", None)
+        if plan_name is not None:  # the host's own SAMPLER: the schedule rule of the sampler it recognises
+            fields["sampler_name"] = plan_name(request.sampler_name)
+        changes.update(fields)
+    return request.replace(**changes) if changes else request
 
-            kw["native_sampler"] = NativeSampler.of(sampler)
-            sampler_name = kw["native_sampler"].plan_name(sampler_name)
-        else:
-            raise ValueError(f"sampler: expected a SAMPLER (Sampler (Stepwise), or core's KSamplerSelect inside "
-                             f"ComfyUI), got {type(sampler).__name__}")
-    if kw.get("sigmas") is None:
-        kw.pop("sigmas", None)
-    backend = as_backend(model)
+
+def run_sampler(model: Any, request: SamplingRequest, positive, negative, latent_image, *,
+                preview: PreviewConfig | None = None, unique_id: Any = None) -> tuple[tuple[dict], RunInfo]:
+    """One run through :func:`common_ksampler` on the current host: (``(LATENT,)``, its :class:`RunInfo` with the
+    recipe)."""
+    host = current_host()
+    backend = host.backend(model)
     remember_model_sampling(unique_id, getattr(backend, "model_sampling", None))
-    if sampler_name not in SAMPLERS and is_comfy_model(model) and "native_sampler" not in kw:
-        from .comfy_bridge import native_sampler
-
-        kw["native_sampler"] = native_sampler(sampler_name)  # a newer ComfyUI's sampler we do not implement
-    if scheduler not in SCHEDULERS and is_comfy_model(model):
-        from .comfy_bridge import native_schedule
-
-        kw["native_schedule"] = native_schedule(scheduler)
-    profile = kw.pop("profile", None) or current_profile()
-    out = common_ksampler(backend, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                          latent_image, callback=callback, disable_pbar=disable_pbar, info=info, profile=profile, **kw)
-    info.recipe = run_recipe(info, unique_id, sampler_name, scheduler, steps, cfg, kw, profile, model)
-    report_notes(info, unique_id)
-    observer = current_observer()
-    if observer is not None:
-        observer.runs.append(info)
+    request = host.resolve(request)
+    callback, disable_pbar = host.step_callback(model, request.steps, preview, unique_id)
+    info = RunInfo()
+    out = common_ksampler(backend, request, positive, negative, latent_image, callback=callback, info=info,
+                          disable_pbar=disable_pbar)
+    info.recipe = run_recipe(info, unique_id, request, model)
+    for text in info.notes:
+        host.notice(text, unique_id)
+    host.record(info)
     return out, info
 
 
-PLOT_POINTS = 64
+def full_schedule(model: Any, request: SamplingRequest):
+    """The whole schedule a request's run slices (before start/end), on the model it will run on."""
+    from ..sampling.registry import discards_penultimate
+    from ..schedulers.plan import plan_sigmas
+
+    host = current_host()
+    resolved = host.resolve(request)
+    backend = host.backend(model)
+    return plan_sigmas(backend.model_sampling, resolved.scheduler, discards_penultimate(resolved.sampler_name),
+                       resolved.steps, resolved.denoise, schedule_fn=resolved.native_schedule,
+                       sigmas=resolved.sigmas_tensor).full
+
+
+def sigma_boundaries(model: Any, request: SamplingRequest, start_at_sigma: float, end_at_sigma: float):
+    """KSampler Advanced's noise-level boundaries (>= 0) in place of its step numbers: each becomes the first step
+    whose sigma is below it (``schedulers.plan.step_at_sigma``)."""
+    if start_at_sigma < 0 and end_at_sigma < 0:
+        return request
+    from ..schedulers.plan import step_at_sigma
+
+    full = full_schedule(model, request)
+    changes = {}
+    if start_at_sigma >= 0:
+        changes["start_at_step"] = step_at_sigma(full, start_at_sigma)
+    if end_at_sigma >= 0:
+        changes["end_at_step"] = step_at_sigma(full, end_at_sigma)
+    return request.replace(**changes)
 
 
 def ui_summary(info: RunInfo) -> dict:
-    """What the editor's plot needs from a run (not the whole sigma list): at most PLOT_POINTS
-    ``[step, sigma]`` points (5 significant digits), the step count, notes and the seamless hand-off."""
-    summary: dict = {"sampled": bool(info.sampled), "steps": 0, "points": []}
-    if info.sigmas is not None and info.sigmas.numel():
-        values = info.sigmas.tolist()
-        n = len(values)
-        idx = sorted({round(k * (n - 1) / (PLOT_POINTS - 1)) for k in range(PLOT_POINTS)}) if n > PLOT_POINTS \
-            else range(n)
-        summary["steps"] = n - 1
-        summary["points"] = [[i, float(f"{values[i]:.5g}")] for i in idx]
+    """What the editor's plot needs from a run (not the whole sigma list): the plot points, notes, the seamless
+    hand-off, the noise and the recipe without its sigmas."""
+    summary: dict = {"sampled": bool(info.sampled), **plot_summary(info.sigmas)}
     if info.notes:
         summary["notes"] = list(info.notes)
     if info.seamless:
         summary["seamless"] = dict(info.seamless)
     if info.noise_source is not None:
         summary["noise"] = info.noise_source.describe()
-    recipe = getattr(info, "recipe", None)
-    if recipe is not None:
-        summary["recipe"] = {k: v for k, v in recipe.items() if k != "sigmas"}  # the sigmas are the points above
+    if info.recipe is not None:
+        summary["recipe"] = {k: v for k, v in info.recipe.items() if k != "sigmas"}  # the sigmas are the points
     return summary
 
 
-def report_notes(info: RunInfo, unique_id=None) -> None:
-    """A run's notes (e.g. why a seamless hand-off restarted) go to the log and the standalone runner."""
-    observer = current_observer()
-    for text in info.notes:
-        log.warning("stepwise node %s: %s", unique_id if unique_id is not None else "?", text)
-        if observer is not None and observer.on_notice is not None:
-            observer.on_notice(f"node {unique_id}: {text}" if unique_id is not None else text)
-
-
-def with_ui(model, out: tuple, info: RunInfo):
-    """Inside an editor (ComfyUI, or ``stepwise serve``), also send the node's plot what ran."""
-    observer = current_observer()
-    if not (is_comfy_model(model) or (observer is not None and observer.want_ui)):
-        return out
+def sampler_ui(info: RunInfo, extra: dict | None = None) -> dict:
+    """A sampler node's UI output: the plot summary and the whole recipe (with the sigmas that ran)."""
     ui = {"stepwise": [ui_summary(info)]}
-    recipe = getattr(info, "recipe", None)
-    if recipe is not None:  # the whole recipe, with the sigmas that ran (what a save node or the history records)
-        ui["stepwise_recipe"] = [recipe_document([dict(recipe)], None, None)]
-    return {"ui": ui, "result": out}
+    if info.recipe is not None:
+        ui["stepwise_recipe"] = [recipe_document([dict(info.recipe)], None, None)]
+    return {**ui, **(extra or {})}
 
 
 class StepwiseKSampler:
@@ -205,15 +167,16 @@ class StepwiseKSampler:
     FUNCTION = "sample"
     CATEGORY = "stepwise/sampling"
     DESCRIPTION = "KSampler with Stepwise's sampling core: identical results to the core node."
+    SEARCH_ALIASES = ["sampler", "sample", "generate", "denoise", "diffuse", "txt2img", "img2img", "stepwise"]
 
     def sample(self, model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent_image, denoise=1.0,
                unique_id=None, noise=None, sigmas=None, sampler=None):
-        check_widgets(type(self), {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name,
-                                   "scheduler": scheduler, "denoise": denoise})
-        out, info = run_common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                        latent_image, denoise=denoise, unique_id=unique_id, noise=noise,
-                                        sigmas=sigmas, sampler=sampler)
-        return with_ui(model, out, info)
+        widgets = {"seed": seed, "steps": steps, "cfg": cfg, "sampler_name": sampler_name, "scheduler": scheduler,
+                   "denoise": denoise}
+        check_widgets(type(self), widgets)
+        request = build_request(widgets, noise=noise, sigmas=sigmas, sampler=sampler)
+        out, info = run_sampler(model, request, positive, negative, latent_image, unique_id=unique_id)
+        return current_host().ui(out, sampler_ui(info))
 
 
 class StepwiseKSamplerAdvanced:
@@ -222,17 +185,23 @@ class StepwiseKSamplerAdvanced:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL",),
-            "add_noise": (["enable", "disable"],),
+            "model": ("MODEL", {"tooltip": "The model used for denoising the input latent."}),
+            "add_noise": (["enable", "disable"], {"advanced": True, "tooltip": "Add the seed's noise to the latent "
+                                                  "first (disable when continuing a run that returned leftover noise)."}),
             "noise_seed": SEED_SPEC,
             "steps": STEPS_SPEC,
             "cfg": CFG_SPEC,
             **sampler_inputs(),
-            "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000}),
-            "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000}),
-            "return_with_leftover_noise": (["disable", "enable"],),
+            "start_at_step": ("INT", {"default": 0, "min": 0, "max": 10000, "advanced": True,
+                                      "tooltip": "The step of the schedule this node starts at."}),
+            "end_at_step": ("INT", {"default": 10000, "min": 0, "max": 10000, "advanced": True,
+                                    "tooltip": "The step this node stops before (10000: the end)."}),
+            "return_with_leftover_noise": (["disable", "enable"], {"advanced": True, "tooltip": "enable: stop early "
+                                           "with the remaining noise in the latent, for a next node to continue."}),
         }, "optional": {
             "split_mode": SPLIT_MODE_SPEC,
+            "start_at_sigma": SIGMA_BOUNDARY_SPEC("start"),
+            "end_at_sigma": SIGMA_BOUNDARY_SPEC("end"),
             "noise": NOISE_SPEC,
             "sigmas": SIGMAS_SPEC,
             "sampler": SAMPLER_SPEC,
@@ -242,18 +211,17 @@ class StepwiseKSamplerAdvanced:
     FUNCTION = "sample"
     CATEGORY = "stepwise/sampling"
     DESCRIPTION = "KSampler (Advanced) with Stepwise's sampling core: identical results to the core node."
+    SEARCH_ALIASES = ["sampler", "sample", "advanced sampler", "split", "refiner", "denoise", "stepwise"]
 
     def sample(self, model, add_noise, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
                latent_image, start_at_step, end_at_step, return_with_leftover_noise, denoise=1.0, unique_id=None,
-               split_mode="comfy", noise=None, sigmas=None, sampler=None):
-        check_widgets(type(self), {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
-                                   "sampler_name": sampler_name, "scheduler": scheduler,
-                                   "start_at_step": start_at_step, "end_at_step": end_at_step,
-                                   "return_with_leftover_noise": return_with_leftover_noise,
-                                   "split_mode": split_mode})
-        out, info = run_common_ksampler(model, noise_seed, steps, cfg, sampler_name, scheduler, positive, negative,
-                                        latent_image, denoise=denoise, disable_noise=add_noise == "disable",
-                                        start_step=start_at_step, last_step=end_at_step,
-                                        force_full_denoise=return_with_leftover_noise != "enable", unique_id=unique_id,
-                                        split_mode=split_mode, noise=noise, sigmas=sigmas, sampler=sampler)
-        return with_ui(model, out, info)
+               split_mode="comfy", start_at_sigma=-1.0, end_at_sigma=-1.0, noise=None, sigmas=None, sampler=None):
+        widgets = {"add_noise": add_noise, "noise_seed": noise_seed, "steps": steps, "cfg": cfg,
+                   "sampler_name": sampler_name, "scheduler": scheduler, "start_at_step": start_at_step,
+                   "end_at_step": end_at_step, "return_with_leftover_noise": return_with_leftover_noise,
+                   "split_mode": split_mode}
+        check_widgets(type(self), {**widgets, "start_at_sigma": start_at_sigma, "end_at_sigma": end_at_sigma})
+        request = build_request({**widgets, "denoise": denoise}, noise=noise, sigmas=sigmas, sampler=sampler)
+        request = sigma_boundaries(model, request, start_at_sigma, end_at_sigma)
+        out, info = run_sampler(model, request, positive, negative, latent_image, unique_id=unique_id)
+        return current_host().ui(out, sampler_ui(info))

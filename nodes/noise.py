@@ -8,9 +8,9 @@ noise spherically with another seed's (unit variance throughout).
 """
 from __future__ import annotations
 
+from ..host import current_host
 from ..sampling.noise import BATCH_MODES, SDE_NOISE_SOURCES, SEED_MAX, NoiseSource
-from .profile import current_profile
-from .widgets import check_widgets
+from ..workflows.widgets import check_widgets
 
 __all__ = ["StepwiseNoise", "StepwiseNoiseValue"]
 
@@ -42,7 +42,8 @@ class StepwiseNoise:
             "batch_mode": (list(BATCH_MODES), {"default": "comfy", "tooltip":
                 "comfy: ComfyUI's noise (one draw for the whole batch). per_item: each item from its own CPU "
                 "generator, initial and per-step noise alike: item i equals a batch-1 run with noise_seed + i, on "
-                "any device."}),
+                "any device. a1111_gpu / a1111_cpu: AUTOMATIC1111's noise (image i from seed + i; its GPU/'NV' "
+                "source computed on any device, or its CPU source), the variation as its subseed."}),
             "variation_seed": ("INT", {"default": 0, "min": 0, "max": SEED_MAX,
                                        "tooltip": "The seed of the noise blended in."}),
             "variation_strength": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1.0, "step": 0.01, "tooltip":
@@ -51,6 +52,13 @@ class StepwiseNoise:
             "sde_noise": (list(SDE_NOISE_SOURCES), {"default": "brownian", "tooltip":
                 "brownian: ComfyUI's Brownian tree for the SDE samplers; fast: the same statistics drawn on the "
                 "sampling device (not ComfyUI's numbers; comfy batch mode only)."}),
+            "eta_noise_seed_delta": ("INT", {"default": 0, "min": 0, "max": SEED_MAX, "tooltip":
+                "AUTOMATIC1111's 'Eta noise seed delta' (a1111 batch modes): the per-step noise of ancestral and SDE "
+                "samplers restarts from seed + delta (31337 in many shared settings)."}),
+            "seed_resize_from_width": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 8, "tooltip":
+                "AUTOMATIC1111's 'Resize seed from' width in pixels (a1111 batch modes; 0: off)."}),
+            "seed_resize_from_height": ("INT", {"default": 0, "min": 0, "max": 16384, "step": 8, "tooltip":
+                "AUTOMATIC1111's 'Resize seed from' height in pixels (a1111 batch modes; 0: off)."}),
         }}
 
     RETURN_TYPES = ("NOISE",)
@@ -58,9 +66,17 @@ class StepwiseNoise:
     CATEGORY = "stepwise/noise"
     DESCRIPTION = "A NOISE for the Stepwise samplers and core's SamplerCustomAdvanced: per-item seeds, variations."
 
-    def make(self, noise_seed, batch_mode, variation_seed, variation_strength, sde_noise="brownian"):
+    def make(self, noise_seed, batch_mode, variation_seed, variation_strength, sde_noise="brownian",
+             eta_noise_seed_delta=0, seed_resize_from_width=0, seed_resize_from_height=0):
         check_widgets(type(self), {"noise_seed": noise_seed, "batch_mode": batch_mode, "variation_seed": variation_seed,
-                                   "variation_strength": variation_strength, "sde_noise": sde_noise})
-        source = NoiseSource(noise_seed, current_profile().cpu_noise_seed_offset, sde_noise, batch_mode,
-                             variation_seed, float(variation_strength))
+                                   "variation_strength": variation_strength, "sde_noise": sde_noise,
+                                   "eta_noise_seed_delta": eta_noise_seed_delta,
+                                   "seed_resize_from_width": seed_resize_from_width,
+                                   "seed_resize_from_height": seed_resize_from_height})
+        resize = (seed_resize_from_height // 8, seed_resize_from_width // 8) \
+            if seed_resize_from_width >= 8 and seed_resize_from_height >= 8 else None
+        profile = current_host().profile()
+        source = NoiseSource(noise_seed, profile.cpu_noise_seed_offset, sde_noise, batch_mode,
+                             variation_seed, float(variation_strength), ensd=int(eta_noise_seed_delta),
+                             resize_from=resize, float32_draws=profile.noise_drawn_in_float32)
         return (StepwiseNoiseValue(source),)

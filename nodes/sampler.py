@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
 
+from ..host import current_host
+from ..host.profile import combo_spec, sampler_names
 from ..sampling import SAMPLERS
-from .profile import combo_spec, sampler_names
-from .widgets import check_widgets
+from ..sampling.registry import NAMED_SAMPLERS
+from ..sampling.registry import SamplerSpec
+from ..workflows.widgets import check_widgets
 
 __all__ = ["StepwiseSampler", "SamplerSpec", "SAMPLER_OPTIONS"]
 
@@ -23,24 +25,13 @@ SAMPLER_OPTIONS = {
 }
 
 
-@dataclass(frozen=True)
-class SamplerSpec:
-    """The SAMPLER value of Sampler (Stepwise): a registered sampler name and the keyword options it runs with."""
-
-    name: str
-    options: tuple[tuple[str, object], ...] = ()
-
-    def kwargs(self) -> dict:
-        return dict(self.options)
-
-
 class StepwiseSampler:
     """Any Stepwise sampler with its options; unconnected options keep the sampler's defaults (core's numbers)."""
 
     @classmethod
     def INPUT_TYPES(cls):
         optional = {name: (kind, {**spec, "forceInput": True}) for name, (kind, spec, _) in SAMPLER_OPTIONS.items()}
-        return {"required": {"sampler_name": combo_spec(list(dict.fromkeys(sampler_names() + list(SAMPLERS))),
+        return {"required": {"sampler_name": combo_spec(list(dict.fromkeys(sampler_names() + list(NAMED_SAMPLERS))),
                                                         {"tooltip": "The sampling algorithm."})},
                 "optional": optional}
 
@@ -51,8 +42,9 @@ class StepwiseSampler:
 
     def make(self, sampler_name, **options):
         check_widgets(type(self), {"sampler_name": sampler_name})
-        if sampler_name not in SAMPLERS:
-            raise ValueError(f"sampler_name: {sampler_name!r} is not a Stepwise sampler; allowed: {', '.join(SAMPLERS)}")
+        if sampler_name not in NAMED_SAMPLERS:
+            raise ValueError(f"sampler_name: {sampler_name!r} is not a Stepwise sampler; allowed: "
+                             f"{', '.join(NAMED_SAMPLERS)}")
         params = inspect.signature(SAMPLERS[sampler_name]).parameters
         chosen = []
         for name, value in options.items():
@@ -73,4 +65,4 @@ class StepwiseSampler:
                     not spec["min"] <= value <= spec["max"]:
                 raise ValueError(f"{name}: {value!r} is outside the allowed range {spec['min']}..{spec['max']}")
             chosen.append((key, int(value) if kind == "INT" else value))
-        return (SamplerSpec(sampler_name, tuple(sorted(chosen))),)
+        return (current_host().sampler_output(SamplerSpec(sampler_name, tuple(sorted(chosen)))),)

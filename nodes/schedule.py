@@ -2,10 +2,10 @@
 laplace, vp, beta57, linear_quadratic with parameters) as SIGMAS for a ``sigmas`` socket or core's SamplerCustom."""
 from __future__ import annotations
 
+from ..host import SCHEDULE_POINTS, current_host, plot_summary
+from ..host.api import remember_model_sampling
 from ..schedulers.extra import SCHEDULE_NAMES, SCHEDULES, schedule_sigmas
-from .bridge import as_backend, current_observer, is_comfy_model
-from .schedule_api import remember_model_sampling
-from .widgets import check_widgets
+from ..workflows.widgets import check_widgets
 
 __all__ = ["StepwiseSchedule", "schedule_param_inputs"]
 
@@ -35,8 +35,10 @@ class StepwiseSchedule:
             "model": ("MODEL", {"tooltip": "The model whose sigma range/table the schedule uses."}),
             "schedule": (list(SCHEDULE_NAMES), {"default": "karras", "tooltip": "; ".join(
                 f"{name}: {s.description}" for name, s in SCHEDULES.items())}),
-            "steps": ("INT", {"default": 20, "min": 1, "max": 10000}),
-            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}),
+            "steps": ("INT", {"default": 20, "min": 1, "max": 10000, "tooltip": "The number of steps in the schedule."}),
+            "denoise": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01,
+                                  "tooltip": "How much of the schedule to keep (below 1: its low-noise end, as "
+                                             "KSampler's denoise)."}),
         }, "optional": schedule_param_inputs(), "hidden": {"unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ("SIGMAS",)
@@ -46,14 +48,8 @@ class StepwiseSchedule:
 
     def make(self, model, schedule, steps, denoise, unique_id=None, **params):
         check_widgets(type(self), {"schedule": schedule, "steps": steps, "denoise": denoise})
-        backend = as_backend(model)
-        ms = backend.model_sampling
+        host = current_host()
+        ms = host.backend(model).model_sampling
         remember_model_sampling(unique_id, ms)
         sigmas = schedule_sigmas(ms, schedule, steps, denoise, **{k: v for k, v in params.items() if v is not None})
-        observer = current_observer()
-        if is_comfy_model(model) or (observer is not None and observer.want_ui):
-            values = sigmas.tolist()
-            return {"ui": {"stepwise": [{"sampled": False, "steps": len(values) - 1,
-                                         "points": [[i, float(f"{v:.5g}")] for i, v in enumerate(values)][:1001]}]},
-                    "result": (sigmas,)}
-        return (sigmas,)
+        return host.ui((sigmas,), {"stepwise": [{"sampled": False, **plot_summary(sigmas, SCHEDULE_POINTS)}]})

@@ -9,23 +9,20 @@ initial noise and hands everything to the model's backend, which runs the sample
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol, Sequence
 
 import torch
 
-from ..schedulers import SCHEDULER_NAMES, SigmaPlan, plan_sigmas
-from .noise import SDE_NOISE_SOURCES, SEED_MAX, NoiseSource, check_inpaint_seed, is_nested, validate_seed
-from .profile import NEWEST, Profile
-from .registry import (ACCEPTS_NOISE_SAMPLER, BATCH_COUPLED_SAMPLERS, RANDOM_INPAINT_NOISE_SAMPLERS,
-                       SELF_STEPPING_SAMPLERS, get_sampler, profile_options)
-from .seamless import (SPLIT_MODES, STATE_KEY, STATE_VERSION, CannotContinue, SeamlessRecorder, SeamlessState,
-                       StopAtStep, read_state, samples_digest, step_starts)
+from ..schedulers import plan_sigmas
+from .noise import NoiseSource, check_inpaint_seed, is_nested
+from .profile import Profile
+from .registry import TRAITS, discards_penultimate, get_sampler, profile_options
+from .request import SamplingRequest
 from .resources import check_fits
+from .seamless import STATE_KEY, plan_seamless
 
-__all__ = ["SamplingBackend", "StepCallback", "RunInfo", "common_ksampler", "validate_latent"]
+__all__ = ["SamplingBackend", "StepCallback", "RunInfo", "common_ksampler", "validate_latent", "SamplingRequest"]
 
 #: ``callback(step, x0, x, total_steps)``: x0 is the denoised prediction in model space.
 StepCallback = Callable[[int, torch.Tensor, torch.Tensor, int], None]
@@ -36,7 +33,7 @@ class SamplingBackend(Protocol):
 
     model_sampling: Any
 
-    def fix_empty_latent_channels(self, latent: torch.Tensor) -> torch.Tensor: ...
+    def fix_empty_latent_channels(self, latent: torch.Tensor, **downscale_ratios) -> torch.Tensor: ...
 
     def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler_fn, sigmas: torch.Tensor, positive,
                negative, cfg: float, noise_mask: torch.Tensor | None = None, callback=None, seed: int | None = None,
@@ -56,14 +53,12 @@ class RunInfo:
     notes: list = field(default_factory=list)
     seamless: dict | None = None
     recipe: dict | None = None
+    #: the latent's shape (B, C, [T,] H, W) (None for nested latents)
+    shape: tuple | None = None
 
 
-def _check_int(value: Any, name: str, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name}: expected an integer in {lo}..{hi}, got {value!r}")
-    if not lo <= value <= hi:
-        raise ValueError(f"{name}: {value} is outside the allowed range {lo}..{hi}")
-    return value
+#: a LATENT's scale hints (ComfyUI 0.22.0+): an all-zero latent is resized to the model's scale
+DOWNSCALE_KEYS = ("downscale_ratio_spacial", "downscale_ratio_temporal")
 
 
 def validate_latent(latent: Any) -> dict:
@@ -100,93 +95,46 @@ def validate_latent(latent: Any) -> dict:
     return latent
 
 
-def _check_common(seed, steps, cfg, sampler_name, scheduler, denoise, start_step, last_step, latent, sde_noise,
-                  profile, native: bool = False, native_schedule: bool = False) -> None:
-    validate_seed(seed, "seed")
-    _check_int(steps, "steps", 1, 10000)
-    if isinstance(cfg, bool) or not isinstance(cfg, (int, float)) or not math.isfinite(cfg):
-        raise ValueError(f"cfg: expected a finite number (0.0..100.0 in the node), got {cfg!r}")
-    if not native:
-        get_sampler(sampler_name)
-    if scheduler not in SCHEDULER_NAMES and not native_schedule:
-        raise ValueError(f"scheduler: unknown scheduler {scheduler!r}; allowed: {', '.join(SCHEDULER_NAMES)}")
-    if denoise is not None and (isinstance(denoise, bool) or not isinstance(denoise, (int, float))
-                                or not math.isfinite(denoise)):
-        raise ValueError(f"denoise: expected a finite number in 0.0..1.0, got {denoise!r}")
-    for value, name in ((start_step, "start_at_step"), (last_step, "end_at_step")):
-        if value is not None:
-            _check_int(value, name, 0, 10000)
-    validate_latent(latent)
-    if sde_noise not in SDE_NOISE_SOURCES:
-        raise ValueError(f"sde_noise: unknown source {sde_noise!r}; allowed: {', '.join(SDE_NOISE_SOURCES)}")
-    if not isinstance(profile, Profile):
-        raise ValueError(f"profile: expected a behaviour Profile, got {type(profile).__name__}")
-
-
-def check_sigmas(sigmas: Any) -> torch.Tensor:
-    """A SIGMAS input: a 1-D float tensor of at least one value (one value: nothing to run)."""
-    if not isinstance(sigmas, torch.Tensor) or sigmas.ndim != 1 or sigmas.numel() < 1 or \
-            not (sigmas.is_floating_point() or sigmas.dtype in (torch.int32, torch.int64)):
-        shape = tuple(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
-        raise ValueError(f"sigmas: expected a 1-D tensor of sigmas (a SIGMAS output), got {shape}")
-    return sigmas.detach().to(torch.float32).cpu()
-
-
-def sampler_options(sampler_name: str, source: NoiseSource, profile: Profile) -> dict:
-    """The keyword options the run hands the sampler: its noise source and the profile's flags for it."""
-    options = dict(profile_options(sampler_name, profile))
-    if sampler_name in ACCEPTS_NOISE_SAMPLER:
+def sampler_options(sampler_name: str, source: NoiseSource, profile: Profile, model_sampling=None) -> dict:
+    """The keyword options the run hands the sampler: its noise source and the profile's flags for it (with the
+    model's ``noise_scale``, when it sets one)."""
+    noise_scale = float(getattr(model_sampling, "noise_scale", 1.0))
+    flow = getattr(model_sampling, "prediction", None) == "const" or type(model_sampling).__name__.startswith("CONST") \
+        or any(c.__name__ == "CONST" for c in type(model_sampling).__mro__)
+    options = dict(profile_options(sampler_name, profile, noise_scale, flow))
+    traits = TRAITS.get(sampler_name)
+    if traits is not None and traits.accepts_noise_sampler:
         options["noise_sampler"] = source
     return options
 
 
-def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, sampler_name: str, scheduler: str,
-                    positive, negative, latent: dict, denoise: float = 1.0, disable_noise: bool = False,
-                    start_step: int | None = None, last_step: int | None = None, force_full_denoise: bool = False,
-                    callback: StepCallback | None = None, disable_pbar: bool = True,
-                    info: RunInfo | None = None, sde_noise: str = "brownian", *, profile: Profile | None = None,
-                    noise: NoiseSource | None = None, native_sampler: Any = None,
-                    native_schedule: Any = None, split_mode: str = "comfy", sigmas: torch.Tensor | None = None,
-                    sampler_extra: dict | None = None) -> tuple[dict]:
-    """ComfyUI's ``nodes.common_ksampler`` with the same parameters, plus a per-step callback.
+def common_ksampler(model: SamplingBackend, request: SamplingRequest, positive, negative, latent: dict, *,
+                    callback: StepCallback | None = None, info: RunInfo | None = None,
+                    disable_pbar: bool = True) -> tuple[dict]:
+    """ComfyUI's ``nodes.common_ksampler`` on a :class:`SamplingRequest`, plus a per-step callback.
 
-    ``profile`` is the ComfyUI release whose numbers to reproduce (default: the newest, ``NEWEST``).
-    ``noise`` replaces the seed's noise (a :class:`NoiseSource`: per-item seeds, variation); ``sde_noise="fast"``
-    opts the Brownian-motion SDE samplers into device-side noise with the same statistics (not ComfyUI's
-    numbers). ``native_sampler`` runs a sampler the backend brings itself (inside ComfyUI: a newer ComfyUI's
-    sampler that this pack does not implement). ``split_mode="seamless"`` continues a run an earlier node stopped
-    (see ``sampling.seamless``) and, when this node stops early, hands its state on in the LATENT.
+    The request's profile decides which ComfyUI release's numbers are reproduced; its ``noise`` may replace the
+    seed's (per-item seeds, variations, a host's NOISE); ``sde_noise="fast"`` opts the Brownian-motion SDE samplers
+    into device-side noise (not ComfyUI's numbers); ``native_sampler``/``native_schedule`` are run by the backend
+    itself (inside ComfyUI: a newer ComfyUI's functions); ``split_mode="seamless"`` continues a run an earlier node
+    stopped and, when this node stops early, hands its state on in the LATENT (``sampling.seamless``).
     Returns ``(latent_out,)``: a copy of the input LATENT dict with ``samples`` replaced.
     """
-    profile = NEWEST if profile is None else profile
-    native = native_sampler is not None
-    _check_common(seed, steps, cfg, sampler_name, scheduler, denoise, start_step, last_step, latent, sde_noise, profile,
-                  native, native_schedule is not None)
-    if split_mode not in SPLIT_MODES:
-        raise ValueError(f"split_mode: {split_mode!r} is not one of {', '.join(SPLIT_MODES)}")
-    if sigmas is not None:
-        sigmas = check_sigmas(sigmas)
-    sampler_fn = native_sampler if native else get_sampler(sampler_name)
-    foreign = None  # another pack's (or core's) NOISE: its own initial noise, its seed for the per-step noise
-    if noise is None:
-        noise = NoiseSource(seed, profile.cpu_noise_seed_offset, sde_noise)
-    elif not isinstance(noise, NoiseSource):
-        if not callable(getattr(noise, "generate_noise", None)):
-            raise ValueError(f"noise: expected a NOISE (with generate_noise), got {type(noise).__name__}")
-        foreign = noise
-        fseed = getattr(noise, "seed", None)
-        step_seed = fseed if isinstance(fseed, int) and not isinstance(fseed, bool) and 0 <= fseed <= SEED_MAX else seed
-        noise = NoiseSource(step_seed, profile.cpu_noise_seed_offset, sde_noise)
-    else:
-        disable_noise = False  # a connected noise replaces the seed widget and add_noise
-        if sde_noise != "brownian" and noise.sde != sde_noise:
-            noise = dataclasses.replace(noise, sde=sde_noise)  # the SDE noise script applies to it too
-    if noise.batch_mode == "per_item" and sampler_name in BATCH_COUPLED_SAMPLERS and \
+    if not isinstance(request, SamplingRequest):
+        raise ValueError(f"request: expected a SamplingRequest, got {type(request).__name__}")
+    request.validate()
+    validate_latent(latent)
+    native = request.native_sampler is not None
+    sampler_name = request.sampler_name
+    sampler_fn = request.native_sampler if native else get_sampler(sampler_name)
+    source = request.noise_source()
+    foreign = request.noise if request.noise is not None and not isinstance(request.noise, NoiseSource) else None
+    disable_noise = not request.adds_noise
+    traits = TRAITS.get(sampler_name)
+    if source.batch_mode == "per_item" and traits is not None and traits.batch_coupled and \
             isinstance(latent.get("samples"), torch.Tensor) and latent["samples"].shape[0] > 1:
-        return _item_by_item(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise,
-                             disable_noise, start_step, last_step, force_full_denoise, callback, disable_pbar, info,
-                             sde_noise, profile, noise, native_sampler, native_schedule, split_mode)
-    source = noise.with_batch_index(latent.get("batch_index"))
+        return _item_by_item(model, request, positive, negative, latent, callback, info, disable_pbar)
+    source = source.with_batch_index(latent.get("batch_index"))
     nested = is_nested(latent["samples"])
     if nested and not hasattr(model, "nest"):
         raise ValueError("latent_image: nested latents (e.g. ComfyUI 0.8.0's audio + video) need ComfyUI; the "
@@ -196,22 +144,29 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
         shape = tuple(latent["samples"].shape)
         check_fits(estimate(shape, sampler_name), f"latent_image: sampling a {'x'.join(map(str, shape))} latent",
                    "use a smaller image or batch")
-    latent_image = latent_in = model.fix_empty_latent_channels(latent["samples"])
+    ratios = {k: latent[k] for k in DOWNSCALE_KEYS if latent.get(k) is not None} \
+        if request.profile.latent_downscale_keys else {}
+    latent_image = latent_in = model.fix_empty_latent_channels(latent["samples"], **ratios)
     noise_mask = latent.get("noise_mask")
-    plan = plan_sigmas(model.model_sampling, scheduler, sampler_name, steps, denoise, start_step, last_step,
-                       force_full_denoise, schedule_fn=native_schedule, sigmas=sigmas)
-    options = {} if native else {**sampler_options(sampler_name, source, profile), **(sampler_extra or {})}
+    start_step, last_step = request.start_at_step, request.end_at_step
+    plan = plan_sigmas(model.model_sampling, request.scheduler, discards_penultimate(sampler_name), request.steps,
+                       request.denoise,
+                       start_step, last_step, request.force_full_denoise, schedule_fn=request.native_schedule,
+                       sigmas=request.sigmas_tensor)
+    extra = dict(request.sampler_options)
+    options = {} if native else {**sampler_options(sampler_name, source, request.profile, model.model_sampling), **extra}
     seamless = None
-    if split_mode == "seamless" and nested:
+    if request.split_mode == "seamless" and nested:
         if info is not None:
             info.notes.append("seamless: nested latents run as ComfyUI does (no seamless hand-off)")
-    elif split_mode == "seamless":
-        seamless = _seamless_plan(latent, latent_image, plan, sampler_name, native, options, disable_noise,
-                                  start_step, last_step, force_full_denoise, info)
+    elif request.split_mode == "seamless":
+        seamless = plan_seamless(latent, latent_image, plan, sampler_name, native, options, disable_noise, start_step,
+                                 last_step, request.force_full_denoise, info,
+                                 traits is not None and traits.self_stepping)
     if seamless is not None and seamless.state is not None:  # continuing a run: its noise, not this node's
         st = seamless.state
         source = NoiseSource(**st.noise_source)
-        options = {**sampler_options(sampler_name, source, profile), **(sampler_extra or {}), **st.options}
+        options = {**sampler_options(sampler_name, source, request.profile, model.model_sampling), **extra, **st.options}
         initial, latent_image = st.noise, st.latent
     elif foreign is not None:
         initial = foreign.generate_noise({**latent, "samples": latent_image})
@@ -219,12 +174,9 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
             raise ValueError(f"noise: {type(foreign).__name__}.generate_noise returned {type(initial).__name__}, "
                              f"not a tensor")
     elif disable_noise:
-        if nested:
-            initial = model.nest([torch.zeros(t.size(), dtype=t.dtype, layout=t.layout, device="cpu")
-                                  for t in latent_image.unbind()])
-        else:
-            initial = torch.zeros(latent_image.size(), dtype=latent_image.dtype, layout=latent_image.layout,
-                                  device="cpu")
+        zeros = [torch.zeros(t.size(), dtype=t.dtype, layout=t.layout, device="cpu")
+                 for t in (latent_image.unbind() if nested else [latent_image])]
+        initial = model.nest(zeros) if nested else zeros[0]
     else:
         initial = source.initial(latent_image, source.batch_index)
         if nested:
@@ -232,15 +184,19 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
 
     if info is not None:
         info.full_sigmas, info.noise = plan.full, initial
+        info.shape = None if nested else tuple(latent_image.shape)
         info.sigmas = None if plan.sigmas is None else plan.sigmas.clone()
         info.noise_source = source
     out = latent.copy()
     out.pop(STATE_KEY, None)
+    if request.profile.latent_downscale_keys:  # core's sampler nodes drop them from their output (0.22.0+)
+        for key in DOWNSCALE_KEYS:
+            out.pop(key, None)
     if plan.sigmas is None or plan.sigmas.numel() == 0:
         out["samples"] = latent_in
         return (out,)  # nothing to run: ComfyUI returns the input latent untouched
     inpaint = None
-    if sampler_name in RANDOM_INPAINT_NOISE_SAMPLERS:
+    if traits is not None and traits.random_inpaint_noise:
         check_inpaint_seed(source.seed, sampler_name)
         inpaint = source
     run_sigmas, run_fn, run_callback = plan.sigmas, sampler_fn, callback
@@ -249,7 +205,7 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
         if info is not None:
             info.sigmas = run_sigmas[seamless.start:seamless.stop + 1].clone()
             info.seamless = seamless.describe()
-    samples = model.sample(initial, latent_image, run_fn, run_sigmas, positive, negative, float(cfg),
+    samples = model.sample(initial, latent_image, run_fn, run_sigmas, positive, negative, float(request.cfg),
                            noise_mask=noise_mask, callback=run_callback, seed=source.seed, disable_pbar=disable_pbar,
                            random_inpaint_noise=inpaint is not None, inpaint_source=inpaint,
                            sampler_options=None if native else options)
@@ -261,9 +217,8 @@ def common_ksampler(model: SamplingBackend, seed: int, steps: int, cfg: float, s
     return (out,)
 
 
-def _item_by_item(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, latent, denoise, disable_noise,
-                  start_step, last_step, force_full_denoise, callback, disable_pbar, info, sde_noise, profile, noise,
-                  native_sampler, native_schedule, split_mode) -> tuple[dict]:
+def _item_by_item(model, request: SamplingRequest, positive, negative, latent, callback, info,
+                  disable_pbar) -> tuple[dict]:
     """per_item noise with a sampler whose steps depend on the whole batch (dpm_adaptive's error norm): run each
     item alone, so item i is exactly the batch-1 run with its own seed."""
     samples = latent["samples"]
@@ -275,123 +230,10 @@ def _item_by_item(model, seed, steps, cfg, sampler_name, scheduler, positive, ne
         part = {**latent, "samples": samples[i:i + 1], "batch_index": [index[i]]}
         if mask is not None and mask.ndim >= 3 and mask.shape[0] == batch:
             part["noise_mask"] = mask[i:i + 1]
-        (out,) = common_ksampler(model, seed, steps, cfg, sampler_name, scheduler, positive, negative, part, denoise,
-                                 disable_noise, start_step, last_step, force_full_denoise, callback, disable_pbar,
-                                 info, sde_noise, profile=profile, noise=noise, native_sampler=native_sampler,
-                                 native_schedule=native_schedule, split_mode=split_mode)
+        (out,) = common_ksampler(model, request, positive, negative, part, callback=callback, info=info,
+                                 disable_pbar=disable_pbar)
         outs.append(out["samples"])
     out = latent.copy()
     out.pop(STATE_KEY, None)
     out["samples"] = torch.cat(outs)
     return (out,)
-
-
-@dataclass
-class _Seamless:
-    """One node's part of a seamless run: the full schedule, its slice, and the replay log."""
-
-    full: torch.Tensor
-    start: int
-    stop: int
-    stop_early: bool
-    state: SeamlessState | None
-    shape: tuple = ()
-    options: dict = field(default_factory=dict)
-    recorder: SeamlessRecorder | None = None
-    stopped: bool = False
-
-    def wrap(self, sampler_fn, plan: SigmaPlan, callback, model):
-        """(sigmas, sampler function, callback) for the backend: the full schedule, the replaying/recording
-        sampler, and a callback that reports only this node's steps, numbered from 0."""
-        starts = None
-        if self.stop_early:
-            starts = step_starts(sampler_fn, self.full, self.shape, model,
-                                 {k: v for k, v in self.options.items() if k != "noise_sampler"})
-            if starts[self.stop] < 0:
-                raise ValueError(f"end_at_step: the sampler reports no step {self.stop}, so it cannot stop there")
-        replay_d = self.state.denoised if self.state is not None else None
-        replay_u = self.state.uncond if self.state is not None else None
-        self.recorder = rec = SeamlessRecorder(replay_d, replay_u, starts[self.stop] if starts else None)
-        node = self
-        ms = getattr(model, "model_sampling", None)
-
-        def run(inner_model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
-            try:
-                return sampler_fn(rec.wrap(inner_model), x, sigmas, extra_args=extra_args, callback=callback,
-                                  disable=disable, **options)
-            except StopAtStep as stop:
-                node.stopped = True
-                scaling = getattr(getattr(inner_model, "model_sampling", None) or ms, "inverse_noise_scaling", None)
-                # the backend applies the schedule's last (zero) sigma; a leftover latent is scaled at its own
-                return scaling(node.full[node.stop].to(stop.x.device), stop.x) if scaling is not None else stop.x
-
-        total = self.stop - self.start
-
-        def report(step, x0, x, _total):
-            if callback is not None and self.start <= step < self.stop:
-                callback(step - self.start, x0, x, total)
-
-        return self.full.clone(), run, report  # a copy: uni_pc writes into the schedule it is handed
-
-    def state_out(self, sampler_name, source, noise, latent_image, options, samples) -> SeamlessState:
-        denoised, uncond = self.recorder.log()
-        plain = {k: v for k, v in options.items() if k != "noise_sampler"}
-        fields = {f: getattr(source, f) for f in ("seed", "cpu_seed_offset", "sde", "batch_mode", "variation_seed",
-                                                   "variation_strength", "batch_index")}
-        return SeamlessState(STATE_VERSION, sampler_name, self.full.cpu().clone(), self.stop, int(denoised.shape[0]),
-                             denoised, uncond, noise.cpu(), latent_image.detach().cpu(), fields, plain,
-                             samples_digest(samples))
-
-    def describe(self) -> dict:
-        return {"continued": self.state is not None, "start": self.start, "stop": self.stop,
-                "stops_early": self.stop_early}
-
-
-def _seamless_plan(latent, latent_image, plan: SigmaPlan, sampler_name, native, options, disable_noise, start_step,
-                   last_step, force_full_denoise, info) -> _Seamless | None:
-    """How this node takes part in a seamless run, or None (then it runs as ComfyUI does, and ``info.notes``
-    says why when it could not continue an incoming run)."""
-    def note(text: str) -> None:
-        if info is not None:
-            info.notes.append(text)
-
-    full = plan.full
-    n = len(full) - 1
-    start = 0 if start_step is None else start_step
-    stop_early = last_step is not None and last_step < n and not force_full_denoise
-    stop = last_step if stop_early else n
-    state = None
-    try:
-        state = read_state(latent)
-    except CannotContinue as exc:
-        note(f"seamless: {exc}; restarting as ComfyUI does")
-    if state is not None:
-        why = None
-        if native:
-            why = f"sampler {sampler_name!r} runs through ComfyUI's own function"
-        elif state.sampler_name != sampler_name:
-            why = f"the sampler changed ({state.sampler_name} -> {sampler_name})"
-        elif state.sigmas.shape != full.shape or not torch.equal(state.sigmas, full.cpu()):
-            why = "the schedule changed (scheduler, steps or denoise differ from the previous node)"
-        elif start != state.step:
-            why = f"start_at_step is {start} but the previous node stopped at step {state.step}"
-        elif not disable_noise:
-            why = "add_noise is enable: the input still holds the run's noise (set add_noise to disable)"
-        elif state.output_digest != samples_digest(latent["samples"]):
-            why = "the latent was changed after the node that stopped (it is not that node's output)"
-        elif tuple(state.noise.shape) != tuple(latent_image.shape):
-            why = "the latent's shape changed"
-        elif last_step is not None and last_step < n and force_full_denoise:
-            why = "return_with_leftover_noise is disable: this node finishes the image early, as ComfyUI does"
-        if why is not None:
-            note(f"seamless: cannot continue the previous node's run: {why}; restarting as ComfyUI does")
-            state = None
-    if state is None and (start > 0 or not stop_early):
-        return None  # nothing to continue and nothing to hand on: ComfyUI's behaviour is the seamless one
-    if sampler_name in SELF_STEPPING_SAMPLERS:
-        raise ValueError(f"sampler_name: {sampler_name} chooses its own steps, so a run cannot be split seamlessly "
-                         f"(allowed: any other sampler, or split_mode comfy)")
-    if native:
-        note(f"seamless: sampler {sampler_name!r} runs through ComfyUI's own function and cannot be split seamlessly")
-        return None
-    return _Seamless(full, start, stop, stop_early, state, tuple(latent_image.shape), options)

@@ -139,10 +139,24 @@ class StandaloneModel:
         out = self.network(xc, t, context).float()
         return ms.calculate_denoised(sigma, out, x)
 
-    def fix_empty_latent_channels(self, latent: torch.Tensor) -> torch.Tensor:
-        """An all-zero latent with the wrong channel count is widened/narrowed to the model's."""
-        if latent.shape[1] != self.latent_channels and torch.count_nonzero(latent) == 0:
+    def fix_empty_latent_channels(self, latent: torch.Tensor, downscale_ratio_spacial: int | None = None,
+                                  downscale_ratio_temporal: int | None = None) -> torch.Tensor:
+        """An all-zero latent with the wrong channel count is widened/narrowed to the model's; one made for another
+        spatial scale (ComfyUI 0.22.0's ``downscale_ratio_spacial``) is resized nearest-exact to this model's."""
+        empty = torch.count_nonzero(latent) == 0
+        if latent.shape[1] != self.latent_channels and empty:
             latent = repeat_to_batch_size(latent, self.latent_channels, dim=1)
+        own = getattr(self.latent_format, "spacial_downscale_ratio", 8)
+        if empty and downscale_ratio_spacial is not None and downscale_ratio_spacial != own:
+            ratio = downscale_ratio_spacial / own
+            size = (round(latent.shape[-2] * ratio), round(latent.shape[-1] * ratio))
+            if latent.ndim == 5:
+                b, c, t = latent.shape[:3]
+                flat = torch.nn.functional.interpolate(latent.reshape(b, c * t, *latent.shape[-2:]), size=size,
+                                                       mode="nearest-exact")
+                latent = flat.reshape(b, c, t, *size)
+            else:
+                latent = torch.nn.functional.interpolate(latent, size=size, mode="nearest-exact")
         return latent
 
     def sample(self, noise: torch.Tensor, latent_image: torch.Tensor, sampler_fn, sigmas: torch.Tensor,

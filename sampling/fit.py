@@ -29,11 +29,13 @@ from typing import Any, Callable, Hashable
 import numpy
 import torch
 
-__all__ = ["fit_schedule", "fit_schedule_report", "FitResult", "FITTABLE_SAMPLERS", "clear_fit_cache"]
+from ..schedulers.schedules import karras_ramp
+from .budget import Budget as _Budget, Counted as _Counted, float_arg as _float_arg, watched
+from .registry import FITTABLE_SAMPLERS, SAMPLERS
 
-#: the samplers a schedule can be fitted for: deterministic, one fixed step list (no noise, no own step control)
-FITTABLE_SAMPLERS = ("euler", "heun", "heunpp2", "dpm_2", "lms", "dpmpp_2m", "ipndm", "ipndm_v", "deis",
-                     "res_multistep", "gradient_estimation", "uni_pc", "uni_pc_bh2", "exp_heun_2_x0")
+__all__ = ["fit_schedule", "fit_schedule_report", "FitResult", "FITTABLE_SAMPLERS", "clear_fit_cache", "watched"]
+
+# FITTABLE_SAMPLERS (the registry's traits): deterministic samplers with one fixed step list
 #: candidate shapes: a Karras ramp (rho 7, Karras et al. 2022), or points equidistributing ∫ w^γ dλ (γ = 0: log-uniform)
 SHAPES = (("karras", 7.0), ("gamma", 0.0), ("gamma", 0.5), ("gamma", 1.0), ("karras", 4.0), ("gamma", 0.25),
           ("gamma", 0.75), ("karras", 12.0))  # in the order tried: the budget may cut the last ones
@@ -66,21 +68,6 @@ class _Teacher:
     calls: int
 
 
-class _Budget(Exception):
-    pass
-
-
-class _Counted:
-    def __init__(self, denoiser: Callable, limit: int) -> None:
-        self.denoiser, self.limit, self.calls = denoiser, limit, 0
-
-    def __call__(self, x, sigma, **extra):
-        if self.calls >= self.limit:
-            raise _Budget()
-        self.calls += 1
-        return self.denoiser(x, sigma, **extra)
-
-
 def clear_fit_cache() -> None:
     _TEACHERS.clear()
     _FITS.clear()
@@ -93,18 +80,7 @@ def _remember(cache: OrderedDict, key: Hashable, value: Any, size: int) -> None:
         cache.popitem(last=False)
 
 
-def _float_arg(name: str, value: Any) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{name}: expected a number, got {value!r}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name}: expected a number, got {str(value)[:40]!r}") from None
-
-
 def _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_calls) -> None:
-    from ..sampling import SAMPLERS
-
     allowed = [n for n in FITTABLE_SAMPLERS if n in SAMPLERS]
     if sampler_name not in allowed:
         raise ValueError(f"sampler_name: {sampler_name!r} cannot have a fitted schedule; allowed (deterministic "
@@ -127,11 +103,7 @@ def _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_
 def _teacher(denoiser, noise, sigma_max, sigma_min, steps, extra_args) -> _Teacher:
     """UniPC (order 3) over a Karras ramp (rho 7): the most accurate target per call among our samplers (on our
     mixtures, 80 steps land within 2e-4 of a 2000-step run where DPM-Solver++(2M) can still be 8e-2 off)."""
-    from ..sampling import SAMPLERS
-
-    ramp = numpy.linspace(0.0, 1.0, steps)
-    rho = 7.0
-    sig = (sigma_max ** (1 / rho) + ramp * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    sig = karras_ramp(numpy.linspace(0.0, 1.0, steps), sigma_max, sigma_min)
     grid = torch.cat([torch.from_numpy(sig).to(torch.float32), torch.zeros(1)]).to(noise.device)
     grid[0] = sigma_max
     lam = -numpy.log(grid[:-1].double().cpu().numpy())
@@ -157,8 +129,7 @@ def _teacher(denoiser, noise, sigma_max, sigma_min, steps, extra_args) -> _Teach
 
 
 def _karras(steps: int, sigma_max: float, sigma_last: float, rho: float) -> torch.Tensor:
-    ramp = numpy.linspace(0.0, 1.0, steps)
-    sig = (sigma_max ** (1 / rho) + ramp * (sigma_last ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    sig = karras_ramp(numpy.linspace(0.0, 1.0, steps), sigma_max, sigma_last, rho)
     out = torch.cat([torch.from_numpy(sig).to(torch.float32), torch.zeros(1)])
     out[0] = sigma_max
     return out
@@ -208,10 +179,10 @@ def _valid(sig: torch.Tensor) -> bool:
 def fit_schedule_report(denoiser: Callable, noise: torch.Tensor, steps: int, sampler_name: str, *, sigma_max: float,
                         sigma_min: float, teacher_steps: int = 80, max_calls: int = 300,
                         cache_key: Hashable | None = None, extra_args: dict | None = None,
-                        refine: bool = False) -> FitResult:
-    """:func:`fit_schedule` with its cost and choices."""
-    from ..sampling import SAMPLERS
-
+                        refine: bool = False, interrupt: Callable[[], None] | None = None,
+                        progress: Callable[[int, int, torch.Tensor], None] | None = None) -> FitResult:
+    """:func:`fit_schedule` with its cost and choices; ``interrupt``/``progress`` as :func:`watched`."""
+    denoiser = watched(denoiser, max_calls, interrupt, progress)
     sigma_max, sigma_min = _float_arg("sigma_max", sigma_max), _float_arg("sigma_min", sigma_min)
     _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_calls)
     fit_key = None if cache_key is None else (cache_key, steps, sampler_name, sigma_max, sigma_min, teacher_steps,

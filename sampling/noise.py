@@ -14,7 +14,7 @@ import torch
 
 __all__ = ["SEED_MAX", "validate_seed", "check_inpaint_seed", "prepare_noise", "NoiseSampler", "default_noise_sampler",
            "BrownianTreeNoiseSampler", "FastBrownianNoiseSampler", "SDE_NOISE_SOURCES", "inpaint_noise", "NoiseSource",
-           "BATCH_MODES", "slerp", "item_seeds"]
+           "BATCH_MODES", "A1111_MODES", "slerp", "item_seeds", "a1111_randn", "a1111_slerp", "a1111_image_noise"]
 
 #: noise sources for the Brownian-motion SDE samplers: ComfyUI's (the default) or the fast opt-in one
 SDE_NOISE_SOURCES = {"brownian": "torchsde Brownian tree, identical to ComfyUI",
@@ -39,13 +39,15 @@ def _generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator
     return gen
 
 
-def _draw_noise(latent: torch.Tensor, gen: torch.Generator, batch_index: Sequence[int] | None) -> torch.Tensor:
+def _draw_noise(latent: torch.Tensor, gen: torch.Generator, batch_index: Sequence[int] | None,
+                float32: bool = False) -> torch.Tensor:
     shape = tuple(latent.shape)
+    dtype = torch.float32 if float32 else latent.dtype
     if batch_index is None:
-        return torch.randn(shape, dtype=latent.dtype, layout=latent.layout, generator=gen, device="cpu")
-    draws = [torch.randn((1,) + shape[1:], dtype=latent.dtype, layout=latent.layout, generator=gen, device="cpu")
+        return torch.randn(shape, dtype=dtype, layout=latent.layout, generator=gen, device="cpu").to(latent.dtype)
+    draws = [torch.randn((1,) + shape[1:], dtype=dtype, layout=latent.layout, generator=gen, device="cpu")
              for _ in range(max(batch_index) + 1)]
-    return torch.cat([draws[i] for i in batch_index], dim=0)
+    return torch.cat([draws[i] for i in batch_index], dim=0).to(latent.dtype)
 
 
 def is_nested(latent) -> bool:
@@ -53,18 +55,19 @@ def is_nested(latent) -> bool:
     return bool(getattr(latent, "is_nested", False)) and hasattr(latent, "unbind")
 
 
-def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None):
+def prepare_noise(latent: torch.Tensor, seed: int, batch_index: Sequence[int] | None = None, float32: bool = False):
     """ComfyUI's initial noise: ``randn(latent.shape)`` on the CPU after seeding.
 
     With ``batch_index``, draws ``max(batch_index)+1`` single-sample tensors in sequence and gives
     batch item k draw number ``batch_index[k]``, so a sample can be regenerated alone. A nested latent gets
     a list with one tensor per part, drawn one after the other from the same generator (as ComfyUI 0.8.0).
+    ``float32`` draws in float32 and casts to the latent's dtype (ComfyUI from 0.18.1; same numbers for float32).
     """
     validate_seed(seed)
     gen = _generator(seed)
     if is_nested(latent):
-        return [_draw_noise(t, gen, batch_index) for t in latent.unbind()]
-    return _draw_noise(latent, gen, batch_index)
+        return [_draw_noise(t, gen, batch_index, float32) for t in latent.unbind()]
+    return _draw_noise(latent, gen, batch_index, float32)
 
 
 def check_inpaint_seed(seed: int, sampler_name: str = "ddim") -> None:
@@ -161,9 +164,81 @@ class FastBrownianNoiseSampler:
         return z1, z1 * rho.sqrt() + z2 * (1 - rho).sqrt()
 
 
-#: how a batch gets its noise: "comfy" (one draw for the whole batch, ComfyUI's numbers) or "per_item"
-#: (item i from its own CPU generator seeded with seed + i, so it can be re-made alone on any device)
-BATCH_MODES = ("comfy", "per_item")
+#: how a batch gets its noise: "comfy" (one draw for the whole batch, ComfyUI's numbers), "per_item" (item i from its
+#: own CPU generator seeded with seed + i, so it can be re-made alone on any device), or AUTOMATIC1111's: image i
+#: from seed + i with its "NV"/GPU source (CUDA's Philox numbers on any device) or its CPU source (torch's CPU
+#: generator), with its variation-seed slerp, resize-seed-from and eta noise seed delta
+BATCH_MODES = ("comfy", "per_item", "a1111_gpu", "a1111_cpu")
+A1111_MODES = ("a1111_gpu", "a1111_cpu")
+
+
+def a1111_randn(mode: str, seed: int, shape: Sequence[int]) -> torch.Tensor:
+    """The first draw of a fresh AUTOMATIC1111 generator for ``seed`` (CPU, float32)."""
+    if mode == "a1111_gpu":
+        from .philox import philox_randn
+
+        return philox_randn(seed, shape)
+    return torch.randn(tuple(shape), generator=_generator(seed), device="cpu")
+
+
+def a1111_slerp(val: float, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """AUTOMATIC1111's variation blend of one image's (C, H, W) noise: spherical along dim 1 (as it is written
+    there), linear when the two are nearly parallel (with its weights as written there)."""
+    low_norm = low / torch.norm(low, dim=1, keepdim=True)
+    high_norm = high / torch.norm(high, dim=1, keepdim=True)
+    dot = (low_norm * high_norm).sum(1)
+    if dot.mean() > 0.9995:
+        return low * val + high * (1 - val)
+    omega = torch.acos(dot)
+    so = torch.sin(omega)
+    return (torch.sin((1.0 - val) * omega) / so).unsqueeze(1) * low + (torch.sin(val * omega) / so).unsqueeze(1) * high
+
+
+def a1111_image_noise(mode: str, seed: int, shape: tuple, subseed: int = 0, subseed_strength: float = 0.0,
+                      resize_from: tuple[int, int] | None = None) -> torch.Tensor:
+    """One image's initial noise as AUTOMATIC1111 makes it: the seed's draw, blended with the variation seed's, and,
+    with "resize seed from" (latent h, w), drawn at that size and pasted centred into the seed's draw at ``shape``."""
+    noise_shape = tuple(shape) if not resize_from else (shape[0], int(resize_from[0]), int(resize_from[1]))
+    noise = a1111_randn(mode, seed, noise_shape)
+    if subseed_strength:
+        noise = a1111_slerp(float(subseed_strength), noise, a1111_randn(mode, subseed, noise_shape))
+    if noise_shape != tuple(shape):
+        x = a1111_randn(mode, seed, shape)
+        dx, dy = (shape[2] - noise_shape[2]) // 2, (shape[1] - noise_shape[1]) // 2
+        w = noise_shape[2] if dx >= 0 else noise_shape[2] + 2 * dx
+        h = noise_shape[1] if dy >= 0 else noise_shape[1] + 2 * dy
+        tx, ty = max(dx, 0), max(dy, 0)
+        sx, sy = max(-dx, 0), max(-dy, 0)
+        x[:, ty:ty + h, tx:tx + w] = noise[:, sy:sy + h, sx:sx + w]
+        noise = x
+    return noise
+
+
+class _A1111StepNoise:
+    """Per-step draws as AUTOMATIC1111's image generators give them: one stream per image, continuing after its
+    initial draw, or restarted from seed + eta noise seed delta when that is set."""
+
+    def __init__(self, x: torch.Tensor, mode: str, seeds: Sequence[int], ensd: int) -> None:
+        from .philox import PhiloxGenerator
+
+        self.shape, self.dtype, self.device = tuple(x.shape[1:]), x.dtype, x.device
+        self.mode = mode
+        if mode == "a1111_gpu":
+            self.gens = [PhiloxGenerator((s + ensd) & SEED_MAX, 0 if ensd else 1) for s in seeds]
+        else:
+            self.gens = []
+            for s in seeds:
+                gen = _generator((s + ensd) & SEED_MAX)
+                if not ensd:
+                    torch.randn(self.shape, generator=gen)  # the initial draw came first
+                self.gens.append(gen)
+
+    def __call__(self, sigma: torch.Tensor, sigma_next: torch.Tensor) -> torch.Tensor:
+        if self.mode == "a1111_gpu":
+            draws = [g.randn(self.shape) for g in self.gens]
+        else:
+            draws = [torch.randn(self.shape, generator=g, device="cpu") for g in self.gens]
+        return torch.stack(draws).to(device=self.device, dtype=self.dtype)
 
 
 def item_seeds(seed: int, batch: int, batch_index: Sequence[int] | None = None) -> tuple[int, ...]:
@@ -235,6 +310,12 @@ class NoiseSource:
     variation_strength: float = 0.0
     #: the latent's batch_index, which per-item seeds follow (set by ``with_batch_index``)
     batch_index: tuple[int, ...] | None = None
+    #: AUTOMATIC1111's "eta noise seed delta" (its per-step noise restarts from seed + delta)
+    ensd: int = 0
+    #: AUTOMATIC1111's "resize seed from" as a latent size (h, w), or None
+    resize_from: tuple[int, int] | None = None
+    #: the initial noise is drawn in float32 and cast to the latent's dtype (the profile's noise_drawn_in_float32)
+    float32_draws: bool = False
 
     def __post_init__(self) -> None:
         validate_seed(self.seed, "noise_seed")
@@ -243,24 +324,48 @@ class NoiseSource:
             raise ValueError(f"batch_mode: {self.batch_mode!r} is not one of {', '.join(BATCH_MODES)}")
         if self.sde not in SDE_NOISE_SOURCES:
             raise ValueError(f"sde_noise: unknown source {self.sde!r}; allowed: {', '.join(SDE_NOISE_SOURCES)}")
-        if self.sde == "fast" and self.batch_mode == "per_item":
-            raise ValueError("sde_noise: 'fast' draws on the sampling device, so it cannot be per_item; use 'brownian'")
+        if self.sde == "fast" and self.batch_mode != "comfy":
+            raise ValueError(f"sde_noise: 'fast' draws on the sampling device, so it cannot be {self.batch_mode}; use "
+                             f"'brownian'")
+        validate_seed(self.ensd, "eta_noise_seed_delta")
+        if isinstance(self.resize_from, list):  # from a serialised state or recipe
+            object.__setattr__(self, "resize_from", tuple(self.resize_from))
+        if self.resize_from is not None and (len(self.resize_from) != 2 or
+                                             not all(isinstance(v, int) and v > 0 for v in self.resize_from)):
+            raise ValueError(f"seed_resize_from: expected a latent size (h, w) of positive integers, got "
+                             f"{self.resize_from!r}")
+        if (self.ensd or self.resize_from) and self.batch_mode not in A1111_MODES:
+            raise ValueError("eta_noise_seed_delta, seed_resize_from: AUTOMATIC1111's settings need batch_mode "
+                             "a1111_gpu or a1111_cpu")
         s = self.variation_strength
         if isinstance(s, bool) or not isinstance(s, (int, float)) or not (0.0 <= s <= 1.0):
             raise ValueError(f"variation_strength: expected a number in 0.0..1.0, got {s!r}")
 
     # --- initial noise -------------------------------------------------------------------------------
+    def _a1111(self, latent: torch.Tensor, batch_index) -> torch.Tensor:
+        if is_nested(latent) or latent.ndim != 4:
+            raise ValueError(f"noise: batch_mode {self.batch_mode} makes noise for 4-D image latents only")
+        seeds = item_seeds(self.seed, latent.shape[0], batch_index)
+        shape = tuple(latent.shape[1:])
+        return torch.stack([a1111_image_noise(self.batch_mode, s, shape, self.variation_seed,
+                                              float(self.variation_strength), self.resize_from)
+                            for s in seeds]).to(latent.dtype)
+
     def _draw(self, latent: torch.Tensor, seed: int, batch_index) -> torch.Tensor:
         if self.batch_mode == "comfy":
-            return prepare_noise(latent, seed, batch_index)
+            return prepare_noise(latent, seed, batch_index, self.float32_draws)
         if is_nested(latent):
             raise ValueError("noise: batch_mode per_item does not support nested latents; use comfy")
         shape = (1,) + tuple(latent.shape[1:])
         seeds = item_seeds(seed, latent.shape[0], batch_index)
-        return torch.cat([torch.randn(shape, dtype=latent.dtype, generator=_generator(s), device="cpu") for s in seeds])
+        dtype = torch.float32 if self.float32_draws else latent.dtype
+        return torch.cat([torch.randn(shape, dtype=dtype, generator=_generator(s), device="cpu")
+                          for s in seeds]).to(latent.dtype)
 
     def initial(self, latent: torch.Tensor, batch_index: Sequence[int] | None = None) -> torch.Tensor:
         """The noise added to the latent (CPU, like ComfyUI's ``prepare_noise``)."""
+        if self.batch_mode in A1111_MODES:
+            return self._a1111(latent, batch_index)
         noise = self._draw(latent, self.seed, batch_index)
         if self.variation_strength > 0 and is_nested(latent):
             raise ValueError("variation_strength: variations of nested latents are not supported; use 0")
@@ -274,6 +379,8 @@ class NoiseSource:
 
     def default(self, x: torch.Tensor) -> NoiseSampler:
         """Per-step N(0, 1) draws of x's shape (ancestral, lcm, ddpm, er_sde, seeds, sa_solver ...)."""
+        if self.batch_mode in A1111_MODES:
+            return _A1111StepNoise(x, self.batch_mode, self._item_seeds(x, 0), self.ensd)
         if self.batch_mode == "per_item":
             return _PerItemNoise(x, self._item_seeds(x, 1))
         seed = self.seed
@@ -291,13 +398,13 @@ class NoiseSource:
         if self.sde == "fast":
             return FastBrownianNoiseSampler(x, self.seed)
         positive = sigmas[sigmas > 0]
-        if self.batch_mode == "per_item":
+        if self.batch_mode != "comfy":  # per item, and AUTOMATIC1111's one tree per image seed
             return _PerItemBrownian(x, positive.min(), sigmas.max(), self._item_seeds(x, 0))
         return BrownianTreeNoiseSampler(x, positive.min(), sigmas.max(), seed=self.seed, cpu=cpu_tree)
 
     def inpaint(self, shape: Sequence[int], dtype: torch.dtype, device) -> torch.Tensor:
-        """ddim's inpaint noise: ComfyUI's ``randn`` after seeding with seed + 1; per item in per_item mode."""
-        if self.batch_mode == "per_item":
+        """ddim's inpaint noise: ComfyUI's ``randn`` after seeding with seed + 1; per item in the per-item modes."""
+        if self.batch_mode != "comfy":
             seeds = item_seeds((self.seed + 1) & SEED_MAX, shape[0], self.batch_index)
             one = (1,) + tuple(shape[1:])
             return torch.cat([torch.randn(one, generator=_generator(s), device="cpu") for s in seeds]).to(dtype).to(device)
@@ -309,10 +416,11 @@ class NoiseSource:
 
     def describe(self) -> dict:
         """Plain data for UIs and recipes."""
-        return {"seed": self.seed, "batch_mode": self.batch_mode, "cpu_seed_offset": self.cpu_seed_offset,
-                "sde": self.sde, "variation_seed": self.variation_seed,
-                "variation_strength": float(self.variation_strength)}
-
-    def initial_for(self, latent: torch.Tensor) -> torch.Tensor:
-        """Initial noise for ``latent`` with this source's batch_index."""
-        return self.initial(latent, self.batch_index)
+        out = {"seed": self.seed, "batch_mode": self.batch_mode, "cpu_seed_offset": self.cpu_seed_offset,
+               "sde": self.sde, "variation_seed": self.variation_seed,
+               "variation_strength": float(self.variation_strength)}
+        if self.ensd:
+            out["eta_noise_seed_delta"] = self.ensd
+        if self.resize_from:
+            out["seed_resize_from"] = list(self.resize_from)
+        return out  # float32_draws follows the recipe's profile

@@ -41,7 +41,7 @@ def parse_version(text: str) -> tuple[int, ...]:
 class Profile:
     """The numbers-affecting behaviour of one ComfyUI release."""
 
-    #: the release this profile reproduces (a golden set exists for 0.3.64 and 0.8.0)
+    #: the release this profile reproduces (a golden set exists for 0.3.64, 0.8.0 and 0.33.0)
     comfyui_version: str
     #: the default per-step noise generator is seeded with ``seed + this`` when the latent is on the CPU
     #: (0.7.0, ComfyUI commit 1e4e342f: "Fix noise with ancestral samplers when inferencing on cpu")
@@ -51,6 +51,15 @@ class Profile:
     #: core's sampler and scheduler combos, in core's order
     sampler_names: tuple[str, ...]
     scheduler_names: tuple[str, ...] = SCHEDULER_NAMES_CORE
+    #: the initial noise is drawn in float32 and then cast to the latent's dtype (0.18.1, commit 11c15d88 "Fix fp16
+    #: intermediates giving different results"); before, ``randn`` drew in the latent's dtype (fp16/bf16 differ)
+    noise_drawn_in_float32: bool = False
+    #: ``model_sampling.noise_scale`` (a model setting, default 1.0) multiplies ``s_noise`` in the stochastic samplers
+    #: (0.21.1, commit 8e53f001); only a model that sets it sees different numbers
+    noise_scale_multiplies_s_noise: bool = False
+    #: a LATENT's ``downscale_ratio_spacial``/``downscale_ratio_temporal`` resize an all-zero latent to the model's
+    #: scale, and the sampler nodes drop both keys from their output (0.22.0, commit 990a7ae7)
+    latent_downscale_keys: bool = False
 
     @property
     def label(self) -> str:
@@ -66,10 +75,13 @@ def profile_for_version(version: str | tuple[int, ...]) -> Profile:
         cpu_noise_seed_offset=1 if v >= (0, 7, 0) else 0,
         sa_solver_returns_prediction=v >= (0, 5, 1),
         sampler_names=SAMPLER_NAMES_0_5_0 if v >= (0, 5, 0) else SAMPLER_NAMES_0_3_64,
+        noise_drawn_in_float32=v >= (0, 18, 1),
+        noise_scale_multiplies_s_noise=v >= (0, 21, 1),
+        latent_downscale_keys=v >= (0, 22, 0),
     )
 
 
 OLDEST = profile_for_version("0.3.64")
-NEWEST = profile_for_version("0.8.0")
+NEWEST = profile_for_version("0.33.0")
 #: the profiles checked against golden sets
-PROFILES = {p.comfyui_version: p for p in (OLDEST, NEWEST)}
+PROFILES = {p.comfyui_version: p for p in (OLDEST, profile_for_version("0.8.0"), NEWEST)}

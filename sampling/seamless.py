@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
@@ -31,7 +31,7 @@ import torch
 from .model import UncondTap, model_sampling_of
 
 __all__ = ["STATE_KEY", "STATE_VERSION", "SPLIT_MODES", "SeamlessState", "SeamlessRecorder", "StopAtStep",
-           "step_starts", "samples_digest", "read_state", "CannotContinue"]
+           "step_starts", "samples_digest", "read_state", "CannotContinue", "SeamlessRun", "plan_seamless"]
 
 STATE_KEY = "stepwise_seamless"
 STATE_VERSION = 1
@@ -218,3 +218,116 @@ class _ReplayModel:
         elif rec.uses_uncond:
             rec.uncond.append(None)
         return out
+
+
+# --- one node's part of a seamless run ---------------------------------------------------------------------------
+@dataclass
+class SeamlessRun:
+    """One node's part of a seamless run: the full schedule, its slice, and the replay log."""
+
+    full: torch.Tensor
+    start: int
+    stop: int
+    stop_early: bool
+    state: SeamlessState | None
+    shape: tuple = ()
+    options: dict = field(default_factory=dict)
+    recorder: SeamlessRecorder | None = None
+    stopped: bool = False
+
+    def wrap(self, sampler_fn, plan, callback, model):
+        """(sigmas, sampler function, callback) for the backend: the full schedule, the replaying/recording
+        sampler, and a callback that reports only this node's steps, numbered from 0."""
+        starts = None
+        if self.stop_early:
+            starts = step_starts(sampler_fn, self.full, self.shape, model,
+                                 {k: v for k, v in self.options.items() if k != "noise_sampler"})
+            if starts[self.stop] < 0:
+                raise ValueError(f"end_at_step: the sampler reports no step {self.stop}, so it cannot stop there")
+        replay_d = self.state.denoised if self.state is not None else None
+        replay_u = self.state.uncond if self.state is not None else None
+        self.recorder = rec = SeamlessRecorder(replay_d, replay_u, starts[self.stop] if starts else None)
+        node = self
+        ms = getattr(model, "model_sampling", None)
+
+        def run(inner_model, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+            try:
+                return sampler_fn(rec.wrap(inner_model), x, sigmas, extra_args=extra_args, callback=callback,
+                                  disable=disable, **options)
+            except StopAtStep as stop:
+                node.stopped = True
+                scaling = getattr(getattr(inner_model, "model_sampling", None) or ms, "inverse_noise_scaling", None)
+                # the backend applies the schedule's last (zero) sigma; a leftover latent is scaled at its own
+                return scaling(node.full[node.stop].to(stop.x.device), stop.x) if scaling is not None else stop.x
+
+        total = self.stop - self.start
+
+        def report(step, x0, x, _total):
+            if callback is not None and self.start <= step < self.stop:
+                callback(step - self.start, x0, x, total)
+
+        return self.full.clone(), run, report  # a copy: uni_pc writes into the schedule it is handed
+
+    def state_out(self, sampler_name, source, noise, latent_image, options, samples) -> "SeamlessState":
+        denoised, uncond = self.recorder.log()
+        plain = {k: v for k, v in options.items() if k != "noise_sampler"}
+        fields = {f: getattr(source, f) for f in ("seed", "cpu_seed_offset", "sde", "batch_mode", "variation_seed",
+                                                   "variation_strength", "batch_index", "float32_draws", "ensd",
+                                                   "resize_from")}
+        return SeamlessState(STATE_VERSION, sampler_name, self.full.cpu().clone(), self.stop, int(denoised.shape[0]),
+                             denoised, uncond, noise.cpu(), latent_image.detach().cpu(), fields, plain,
+                             samples_digest(samples))
+
+    def describe(self) -> dict:
+        return {"continued": self.state is not None, "start": self.start, "stop": self.stop,
+                "stops_early": self.stop_early}
+
+
+def plan_seamless(latent, latent_image, plan, sampler_name, native, options, disable_noise, start_step,
+                  last_step, force_full_denoise, info, self_stepping: bool) -> SeamlessRun | None:
+    """How this node takes part in a seamless run, or None (then it runs as ComfyUI does, and ``info.notes``
+    says why when it could not continue an incoming run)."""
+    def note(text: str) -> None:
+        if info is not None:
+            info.notes.append(text)
+
+    full = plan.full
+    n = len(full) - 1
+    start = 0 if start_step is None else start_step
+    stop_early = last_step is not None and last_step < n and not force_full_denoise
+    stop = last_step if stop_early else n
+    state = None
+    try:
+        state = read_state(latent)
+    except CannotContinue as exc:
+        note(f"seamless: {exc}; restarting as ComfyUI does")
+    if state is not None:
+        why = None
+        if native:
+            why = f"sampler {sampler_name!r} runs through ComfyUI's own function"
+        elif state.sampler_name != sampler_name:
+            why = f"the sampler changed ({state.sampler_name} -> {sampler_name})"
+        elif state.sigmas.shape != full.shape or not torch.equal(state.sigmas, full.cpu()):
+            why = "the schedule changed (scheduler, steps or denoise differ from the previous node)"
+        elif start != state.step:
+            why = f"start_at_step is {start} but the previous node stopped at step {state.step}"
+        elif not disable_noise:
+            why = "add_noise is enable: the input still holds the run's noise (set add_noise to disable)"
+        elif state.output_digest != samples_digest(latent["samples"]):
+            why = "the latent was changed after the node that stopped (it is not that node's output)"
+        elif tuple(state.noise.shape) != tuple(latent_image.shape):
+            why = "the latent's shape changed"
+        elif last_step is not None and last_step < n and force_full_denoise:
+            why = "return_with_leftover_noise is disable: this node finishes the image early, as ComfyUI does"
+        if why is not None:
+            note(f"seamless: cannot continue the previous node's run: {why}; restarting as ComfyUI does")
+            state = None
+    if state is None and (start > 0 or not stop_early):
+        return None  # nothing to continue and nothing to hand on: ComfyUI's behaviour is the seamless one
+    if self_stepping:
+        raise ValueError(f"sampler_name: {sampler_name} chooses its own steps, so a run cannot be split seamlessly "
+                         f"(allowed: any other sampler, or split_mode comfy)")
+    if native:
+        note(f"seamless: sampler {sampler_name!r} runs through ComfyUI's own function and cannot be split seamlessly")
+        return None
+    return SeamlessRun(full, start, stop, stop_early, state, tuple(latent_image.shape), options)

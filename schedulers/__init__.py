@@ -13,13 +13,11 @@ from .schedules import (
     calculate_sigmas,
 )
 from .plan import (
-    DISCARD_PENULTIMATE_SIGMA_SAMPLERS,
     SigmaPlan,
     ksampler_sigmas,
     plan_sigmas,
     slice_sigmas,
 )
-from .fit import FITTABLE_SAMPLERS, FitResult, fit_schedule, fit_schedule_report
 
 __all__ = [
     "DiscreteModelSampling",
@@ -29,13 +27,9 @@ __all__ = [
     "SCHEDULER_NAMES",
     "SchedulerHandler",
     "calculate_sigmas",
-    "DISCARD_PENULTIMATE_SIGMA_SAMPLERS",
     "SigmaPlan",
     "ksampler_sigmas",
     "plan_sigmas",
     "slice_sigmas",
-    "fit_schedule",
-    "fit_schedule_report",
-    "FitResult",
-    "FITTABLE_SAMPLERS",
 ]
+

@@ -116,6 +116,40 @@ def lq_schedule(ms: ModelSamplingLike, steps: int, threshold_noise: float = 0.02
     return linear_quadratic_schedule(ms, steps, threshold_noise, linear_steps)
 
 
+def _arctangent_ramp(n: int, slope: float, pivot: float, start: float, end: float) -> list[float]:
+    """``n`` points from ``start`` to ``end`` along a falling arctangent centred on index ``pivot``."""
+    if n == 1:
+        return [start]
+    curve = [(2 / math.pi * math.atan(-slope * (k - pivot)) + 1) / 2 for k in range(n)]
+    top, bottom = curve[0], curve[-1]
+    if top - bottom <= 1e-12:  # a flat curve: a straight line
+        return [start + (end - start) * k / (n - 1) for k in range(n)]
+    return [(c - bottom) / (top - bottom) * (start - end) + end for c in curve]
+
+
+def bong_tangent_schedule(ms: ModelSamplingLike, steps: int, start: float = 1.0, middle: float = 0.5,
+                          end: float = 0.0, pivot_1: float = 0.6, pivot_2: float = 0.6, slope_1: float = 0.2,
+                          slope_2: float = 0.2) -> torch.Tensor:
+    """bong_tangent (RES4LYF, ClownsharkBatwing): two arctangent ramps, from ``start`` to ``middle`` and on to
+    ``end`` (fractions of the model's sigma_max), pivoting at ``pivot_1``/``pivot_2`` of the run with slopes scaled
+    to the step count; few steps early, many in the middle range, quickly to the end."""
+    n = steps + 2
+    midpoint = int((n * pivot_1 + n * pivot_2) / 2)
+    second_len = n - midpoint
+    first_len = n - second_len
+    scale = 40 / n
+    smax = float(ms.sigma_max)
+    first = _arctangent_ramp(first_len, slope_1 * scale, int(n * pivot_1), start, middle)
+    second = _arctangent_ramp(second_len, slope_2 * scale, int(n * pivot_2) - first_len, middle, end)
+    values = (first[:-1] + second) if first_len > 1 else (first + second[1:])  # steps + 1 values either way
+    sig = torch.tensor(values, dtype=torch.float64) * smax
+    sig[-1] = 0.0
+    for k in range(len(sig) - 2, -1, -1):  # strictly decreasing in float32, whatever the parameters
+        if sig[k] <= sig[k + 1]:
+            sig[k] = torch.nextafter(sig[k + 1].float(), torch.tensor(math.inf)).double()
+    return sig.to(torch.float32)
+
+
 @dataclass(frozen=True)
 class ScheduleParam:
     name: str
@@ -162,6 +196,14 @@ SCHEDULES: dict[str, Schedule] = {
     "linear_quadratic_custom": Schedule(lq_schedule, "linear_quadratic with its parameters", (
         ScheduleParam("threshold_noise", "FLOAT", 0.025, 0.0, 1.0, 0.001, "linear_quadratic_custom"),
         ScheduleParam("linear_steps", "INT", 0, 0, 10000, 1, "linear_quadratic_custom (0: steps // 2)"))),
+    "bong_tangent": Schedule(bong_tangent_schedule, "two arctangent ramps (RES4LYF)", (
+        ScheduleParam("start", "FLOAT", 1.0, 0.0, 1.0, 0.01, "bong_tangent: first sigma, a fraction of sigma_max"),
+        ScheduleParam("middle", "FLOAT", 0.5, 0.0, 1.0, 0.01, "bong_tangent: where the two ramps meet"),
+        ScheduleParam("end", "FLOAT", 0.0, 0.0, 1.0, 0.01, "bong_tangent: last sigma before 0"),
+        ScheduleParam("pivot_1", "FLOAT", 0.6, 0.0, 1.0, 0.01, "bong_tangent: first ramp's pivot"),
+        ScheduleParam("pivot_2", "FLOAT", 0.6, 0.0, 1.0, 0.01, "bong_tangent: second ramp's pivot"),
+        ScheduleParam("slope_1", "FLOAT", 0.2, 0.0, 10.0, 0.01, "bong_tangent: first ramp's slope"),
+        ScheduleParam("slope_2", "FLOAT", 0.2, 0.0, 10.0, 0.01, "bong_tangent: second ramp's slope"))),
 }
 SCHEDULE_NAMES: list[str] = list(SCHEDULES)
 

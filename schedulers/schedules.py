@@ -76,13 +76,17 @@ def sgm_uniform_schedule(ms: ModelSamplingLike, steps: int) -> torch.Tensor:
     return _timestep_schedule(ms, steps, sgm=True)
 
 
-def karras_schedule(ms: ModelSamplingLike, steps: int, rho: float = 7.0) -> torch.Tensor:
-    """The rho=7 schedule of Karras et al. (2022), eq. 5."""
-    sigma_min, sigma_max = _bounds(ms)
-    ramp = torch.linspace(0, 1, steps)
+def karras_ramp(ramp, sigma_max: float, sigma_min: float, rho: float = 7.0):
+    """Karras et al. (2022), eq. 5, at the points of ``ramp`` (0..1; a tensor or an array, in its own precision)."""
     min_inv_rho = sigma_min ** (1 / rho)
     max_inv_rho = sigma_max ** (1 / rho)
-    return _append_zero((max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho)
+    return (max_inv_rho + ramp * (min_inv_rho - max_inv_rho)) ** rho
+
+
+def karras_schedule(ms: ModelSamplingLike, steps: int, rho: float = 7.0) -> torch.Tensor:
+    """The rho=7 schedule of Karras et al. (2022), eq. 5 (ComfyUI's float32 numbers)."""
+    sigma_min, sigma_max = _bounds(ms)
+    return _append_zero(karras_ramp(torch.linspace(0, 1, steps), sigma_max, sigma_min, rho))
 
 
 def exponential_schedule(ms: ModelSamplingLike, steps: int) -> torch.Tensor:

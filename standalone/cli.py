@@ -30,62 +30,6 @@ def _cmd_toy(args: argparse.Namespace) -> int:
     return 0
 
 
-class _Progress:
-    """A tqdm bar per sampler node, and per-step latent previews written to a folder on request."""
-
-    def __init__(self, preview_dir: Path | None, latent_format, quiet: bool = False) -> None:
-        self.preview_dir = preview_dir
-        self.latent_format = latent_format
-        self.quiet = quiet
-        self.node = ("", "")
-        self.bar = None
-        self.label = ""
-        self.own_previews: set[str] = set()
-
-    def on_preview(self, step: int, total: int, image) -> None:
-        """A node's own (throttled, method-specific) preview, e.g. from an Efficient node."""
-        self.own_previews.add(self.node[1])
-        if self.preview_dir is not None:
-            from PIL import Image
-
-            from .images import save_png
-
-            save_png(Image.fromarray(image.numpy()), self.preview_dir / f"node{self.node[0]}_step{step + 1:03}.png")
-
-    def set_node(self, nid: str, class_type: str) -> None:
-        self.close()
-        self.node = (nid, class_type)
-        self.label = ""
-
-    def on_progress_text(self, text: str) -> None:
-        """A node's own progress line (the XY Plot's "cell i/N"): the next bar is labelled with it."""
-        self.close()
-        self.label = f" {text}"
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
-
-    def on_step(self, step: int, x0, x, total: int) -> None:
-        from tqdm.auto import tqdm
-
-        if self.bar is None and not self.quiet:
-            self.bar = tqdm(total=total, desc=f"node {self.node[0]} {self.node[1]}{self.label}",
-                            unit="step", leave=True)
-        if self.bar is not None:
-            self.bar.n = step + 1
-            self.bar.refresh()
-            if step + 1 >= total:
-                self.close()
-        if self.preview_dir is not None and self.node[1] not in self.own_previews:
-            from .images import latent_to_rgb_png
-
-            fmt = self.latent_format
-            latent = x0[:1].detach().float().cpu() / fmt.scale_factor + fmt.shift_factor  # x0 is in model space
-            latent_to_rgb_png(latent, fmt, self.preview_dir / f"node{self.node[0]}_step{step + 1:03}.png")
-
-
 def check_writable_dir(path: str | Path, option: str) -> Path:
     """A folder we will be able to write into, checked without creating anything: it is a folder, or the
     nearest existing ancestor is a folder we can create files in (probed, then removed)."""
@@ -94,6 +38,11 @@ def check_writable_dir(path: str | Path, option: str) -> Path:
     from .workflow import WorkflowError
 
     p = Path(path)
+    if p.is_symlink() and not p.exists():
+        import os
+
+        raise WorkflowError(f"{option}: {p} is a symlink to {os.readlink(p)}, which does not exist; create that "
+                            f"folder or choose another")
     if p.exists() and not p.is_dir():
         raise WorkflowError(f"{option}: {p} is a file, not a folder")
     probe = p
@@ -114,15 +63,25 @@ def check_writable_dir(path: str | Path, option: str) -> Path:
     return p
 
 
+def provide_inputs(prompt, input_dir: Path, notice) -> None:
+    """The examples' input pictures a workflow's LoadImage nodes ask for, drawn if missing (a fresh clone)."""
+    from .demo import provide_example_inputs
+
+    wanted = {n["inputs"].get("image") for n in prompt.nodes.values() if n.get("class_type") == "LoadImage"}
+    if wanted - {None}:
+        provide_example_inputs(input_dir, wanted, notice)
+
+
 def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, preview: str | Path | None = None,
                       quiet: bool = False):
     """Execute a saved workflow with the demo model; returns (results, RunContext).
 
     Everything that can be checked before sampling is (the workflow, every widget, input images, the output
     folders); images are written only after the whole workflow succeeded, so a failure leaves nothing."""
-    from ..nodes.bridge import Observer, observe
+    from ..host import Observer, observe
     from .core_nodes import RunContext, show_on_node, use_context
-    from .demo_model import DEMO_LATENT_FORMAT
+    from ..models.world import DEMO_LATENT_FORMAT
+    from .progress import RunProgress
     from .workflow import WorkflowError, execute, load_workflow
 
     prompt = load_workflow(path)
@@ -133,14 +92,17 @@ def run_workflow_file(path: str | Path, out: str | Path, input_dir: str | Path, 
     if input_path.exists() and not input_path.is_dir():
         raise WorkflowError(f"--input-dir: {input_path} is a file, not a folder")
     ctx = RunContext(output_dir=Path(out), input_dir=input_path, defer_writes=True)
+    provide_inputs(prompt, input_path, ctx.notice)
     with use_context(ctx):
         execute(prompt, validate_only=True)
-    progress = _Progress(Path(preview) if preview else None, DEMO_LATENT_FORMAT, quiet=quiet)
+    progress = RunProgress(preview_dir=Path(preview) if preview else None, latent_format=DEMO_LATENT_FORMAT,
+                           quiet=quiet)
     observer = Observer(on_step=progress.on_step, on_preview=progress.on_preview, show_images=show_on_node,
                         on_progress_text=progress.on_progress_text)
     with use_context(ctx), observe(observer):
         try:
-            results = execute(prompt, on_node=progress.set_node, notice=ctx.notice)
+            results = execute(prompt, on_node=progress.set_node, notice=ctx.notice, on_plan=progress.plan)
+            progress.finish_node()
         except BaseException:
             ctx.discard()
             raise
@@ -161,9 +123,9 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
     import numpy
     from PIL import Image
 
-    from ..nodes.bridge import Observer, observe
-    from ..nodes.profile import current_profile, set_standalone_profile
-    from ..nodes.recipe import RecipeError, validate_recipe
+    from ..host import Observer, observe
+    from ..host.profile import current_profile, set_standalone_profile
+    from ..workflows.recipe import RecipeError, validate_recipe
     from .core_nodes import RunContext, show_on_node, use_context
     from .workflow import WorkflowError, execute, parse_workflow
 
@@ -175,8 +137,10 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
         raise WorkflowError(f"--from-png: cannot read {path} ({exc})") from None
     text = getattr(img, "text", {}) or {}
     source = text.get("prompt") or text.get("workflow")
+    if not source and text.get("parameters"):
+        return remake_from_parameters(path, text["parameters"], out, input_dir)
     if not source:
-        raise WorkflowError(f"--from-png: {path} holds no workflow (no 'prompt' or 'workflow' text chunk)")
+        raise WorkflowError(f"--from-png: {path} holds no workflow (no 'prompt', 'workflow' or 'parameters' chunk)")
     try:
         data = json.loads(source)
         recipe = json.loads(text["stepwise"]) if "stepwise" in text else {}
@@ -197,7 +161,12 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
     profiles = {r.get("profile") for r in recipe.get("samplers", []) if r.get("profile")}
     before = current_profile()
     if len(profiles) == 1:
-        set_standalone_profile(profiles.pop())
+        wanted = profiles.pop()
+        try:
+            set_standalone_profile(wanted)
+        except ValueError as exc:
+            raise WorkflowError(f"--from-png: {path}: cannot re-make: samplers[0].profile "
+                                f"{str(exc).split(': ', 1)[1]}") from None
     check_writable_dir(out, "--out")
     ctx = RunContext(output_dir=Path(out), input_dir=Path(input_dir), notice=(lambda m: None) if quiet else print)
     outputs: dict[str, dict] = {}
@@ -224,10 +193,36 @@ def remake_from_png(png: str | Path, out: str | Path, input_dir: str | Path, qui
     return {"match": same, "max_diff": diff, "remade": remade_path, "node": candidates[0], "image": index}
 
 
+def remake_from_parameters(path: Path, parameters: str, out, input_dir) -> dict:
+    """An AUTOMATIC1111/Forge/Civitai PNG (only a ``parameters`` chunk): its recipe imported as a workflow and run."""
+    import json
+    import tempfile
+
+    from .a1111_import import import_parameters
+    from .workflow import WorkflowError
+
+    try:
+        wf, report = import_parameters(parameters)
+    except ValueError as exc:
+        raise WorkflowError(f"--from-png: {path}: cannot re-make: {exc}") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        flow = Path(tmp) / "imported.json"
+        flow.write_text(json.dumps(wf))
+        _, ctx = run_workflow_file(flow, out, input_dir, quiet=True)
+    return {"imported": True, "report": report, "written": list(ctx.written)}
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     """Execute a saved ComfyUI workflow (UI or API format) with the embedded demo model."""
     if args.from_png:
         result = remake_from_png(args.from_png, args.out, args.input_dir, quiet=False)
+        if result.get("imported"):
+            for line in result["report"]:
+                print(f"import: {line}")
+            for path in result["written"]:
+                print(f"wrote {path}")
+            print(f"re-made from AUTOMATIC1111 settings (another model and text encoder: pixels are not compared)")
+            return 0
         if result["match"]:
             print(f"pixels match: {args.from_png} re-made exactly as {result['remade']}")
             return 0
@@ -253,7 +248,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         if not folder.is_dir():
             raise ValueError(f"--in-place: {folder} is not a folder")
         try:
-            result = migrate_folder(folder)
+            result = migrate_folder(folder, stages=args.stages)
         except MigrationFailed as exc:
             for line in exc.result.lines():
                 print(line)
@@ -268,7 +263,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
             raise ValueError("migrate: give IN.json OUT.json, or --in-place FOLDER")
         if Path(args.target).resolve() == Path(args.source).resolve():
             raise ValueError("migrate: OUT.json is IN.json; use --in-place to rewrite (with a backup)")
-        report = migrate_file(Path(args.source), Path(args.target))
+        report = migrate_file(Path(args.source), Path(args.target), stages=args.stages)
         for line in report.lines():
             print(line)
         print(f"wrote {args.target}")
@@ -285,6 +280,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     check_writable_dir(args.out, "--out")
     prompt = load_workflow(args.workflow)
+    provide_inputs(prompt, Path(args.input_dir), lambda m: print(f"stepwise: {m}", file=sys.stderr))
     axes = {slot: value for slot, value in (("x", args.x), ("y", args.y), ("z", args.z)) if value is not None}
     plan = plan_sweep(prompt, args.node, axes)
     print(f"sweep: node {plan.node_id} ({plan.class_type}), {len(plan.cells)} cells, images from node "
@@ -298,6 +294,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         print(f"stepwise: {index['failed']} cell(s) failed (drawn as failed in the grid; see sweep.json)",
               file=sys.stderr)
         return 1
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    """Build a workflow from an AUTOMATIC1111/Forge/Civitai recipe (a PNG's parameters, or the text)."""
+    from .a1111_import import write_import
+
+    target = Path(args.target)
+    if target.is_dir():
+        raise ValueError(f"OUT: {target} is a folder; give the workflow's file name (e.g. {target / 'imported.json'})")
+    for line in write_import(args.source, target):
+        print(line)
+    print(f"wrote {target}")
     return 0
 
 
@@ -325,10 +334,14 @@ def _apply_limits(args: argparse.Namespace) -> None:
         set_max_image_pixels(args.max_image_pixels)
     if getattr(args, "memory_budget", None) is not None:
         set_memory_budget(parse_size(args.memory_budget, "--memory-budget"))
+    if getattr(args, "no_parameters", False):
+        from .core_nodes import WRITE_PARAMETERS
+
+        WRITE_PARAMETERS[0] = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..nodes.profile import set_standalone_profile
+    from ..host.profile import set_standalone_profile
     from ..sampling.profile import NEWEST
     from .workflow import WorkflowError
 
@@ -350,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     mig.add_argument("target", nargs="?", help="where to write the migrated workflow")
     mig.add_argument("--in-place", action="store_true", help="rewrite every .json of the folder (backups: *.json.bak)")
     mig.add_argument("--report", help="also write the report as JSON here")
+    mig.add_argument("--stages", action="store_true",
+                     help="also fold split KSampler Advanced chains (leftover noise at step s -> start at s) into one "
+                          "Stages (Stepwise) node")
     mig.set_defaults(func=_cmd_migrate)
     sw = sub.add_parser("sweep", help=_cmd_sweep.__doc__)
     sw.add_argument("workflow", help="a workflow .json file (editor or API format)")
@@ -373,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     srv.add_argument("--frontend", default=None, help="a ComfyUI frontend folder (an unpacked "
                      "comfyui_frontend_package wheel) instead of the installed one; also $STEPWISE_FRONTEND")
     srv.set_defaults(func=_cmd_serve)
+    imp = sub.add_parser("import", help=_cmd_import.__doc__)
+    imp.add_argument("source", help="a PNG with a 'parameters' chunk, or a text file with the recipe")
+    imp.add_argument("target", help="where to write the workflow .json")
+    imp.set_defaults(func=_cmd_import)
     toy = sub.add_parser("toy", help=_cmd_toy.__doc__)
     toy.add_argument("--golden", default="../shared/golden", help="directory holding toy_model.safetensors")
     toy.add_argument("--out", default="out")
@@ -395,10 +415,18 @@ def main(argv: list[str] | None = None) -> int:
         sub_parser.add_argument("--memory-budget", default=None, metavar="SIZE",
                                 help="refuse work planned to need more memory (e.g. 8GB; default: half of this "
                                      "machine's memory)")
+        sub_parser.add_argument("--no-parameters", action="store_true",
+                                help="do not write AUTOMATIC1111's 'parameters' text into saved images")
     args = parser.parse_args(argv)
     try:
         if getattr(args, "comfy_version", None):
-            set_standalone_profile(args.comfy_version)
+            profile = set_standalone_profile(args.comfy_version)
+            from ..sampling.profile import PROFILES
+
+            checked = "a checked profile" if profile.comfyui_version in PROFILES else \
+                f"between the checked profiles {', '.join(PROFILES)}"
+            print(f"stepwise: reproducing the numbers of ComfyUI {profile.comfyui_version} ({checked})",
+                  file=sys.stderr)
         _apply_limits(args)
         return args.func(args)
     except RecursionError:

@@ -19,12 +19,14 @@ import torch
 from PIL import Image, ImageOps, PngImagePlugin
 
 from ..nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
-from .demo_model import DemoCLIP, DemoModel, DemoVAE
+from ..models.mixture import DemoModel
+from ..models.world import DemoCLIP, DemoVAE
 from .images import encode_png, save_png, write_bytes_atomic
 
 __all__ = ["RunContext", "CORE_NODES", "ckpt_notice"]
 
 MAX_RES = 16384
+WRITE_PARAMETERS = [True]  # the process default of RunContext.a1111_parameters
 
 
 @dataclass
@@ -41,9 +43,32 @@ class RunContext:
     written: list[Path] = field(default_factory=list)
     defer_writes: bool = False
     pending: list[tuple[Path, bytes]] = field(default_factory=list)
+    #: also write AUTOMATIC1111's ``parameters`` chunk (``--no-parameters`` turns it off for the process)
+    a1111_parameters: bool = field(default_factory=lambda: WRITE_PARAMETERS[0])
     _checkpoint: tuple | None = None
+    _tiny: tuple | None = None
 
-    def checkpoint(self) -> tuple[DemoModel, DemoCLIP, DemoVAE]:
+    def __post_init__(self) -> None:
+        """A run says each notice once (a chain of 3000 LoRA loaders is one line, not 3000)."""
+        said: set[str] = set()
+        inner = self.notice
+
+        def once(message: str) -> None:
+            if message not in said:
+                said.add(message)
+                inner(message)
+
+        self.notice = once
+
+    def checkpoint(self, name: str | None = None) -> tuple:
+        """(MODEL, CLIP, VAE) for a checkpoint name: ``stepwise-tiny`` (the trained network) by its name, the exact
+        demo mixture for every other name."""
+        if name is not None and is_tiny_name(name):
+            if self._tiny is None:
+                from ..models.tiny import TinyModel
+
+                self._tiny = (TinyModel(), DemoCLIP(notice=self.notice), DemoVAE())
+            return self._tiny
         if self._checkpoint is None:
             self._checkpoint = (DemoModel(), DemoCLIP(notice=self.notice), DemoVAE())
         return self._checkpoint
@@ -94,6 +119,16 @@ class use_context:  # noqa: N801 - a context manager used like a function
         _CTX.reset(self._token)
 
 
+def is_tiny_name(name: Any) -> bool:
+    """``stepwise-tiny.safetensors`` (any folder, any case): the trained demo network."""
+    from ..models.tiny import TINY_NAME
+
+    if not isinstance(name, str):
+        return False
+    stem = re.split(r"[\\/]", name)[-1].lower()
+    return stem in (TINY_NAME, f"{TINY_NAME}.safetensors", f"{TINY_NAME}.ckpt")
+
+
 def ckpt_notice(node: str, name: str, replacement: str) -> None:
     current_context().notice(f"{node}: {name!r} is replaced by the embedded {replacement}")
 
@@ -108,8 +143,10 @@ class CheckpointLoaderSimple:
     CATEGORY = "loaders"
 
     def load_checkpoint(self, ckpt_name):
+        if is_tiny_name(ckpt_name):
+            return current_context().checkpoint(ckpt_name)
         ckpt_notice("CheckpointLoaderSimple", ckpt_name, "demo model (MODEL, CLIP, VAE)")
-        return current_context().checkpoint()
+        return current_context().checkpoint(ckpt_name)
 
 
 class VAELoader:
@@ -324,8 +361,8 @@ def _ancestors(prompt: dict, node_id: str) -> set[str]:
 
 def _recipe_for(prompt: dict | None, node_id) -> dict | None:
     """The recipe document of the sampler runs upstream of a save node (from this run's observer)."""
-    from ..nodes.bridge import current_observer
-    from ..nodes.recipe import recipe_document
+    from ..host import current_observer
+    from ..workflows.recipe import recipe_document
 
     observer = current_observer()
     if observer is None or not isinstance(prompt, dict) or node_id is None:
@@ -334,6 +371,26 @@ def _recipe_for(prompt: dict | None, node_id) -> dict | None:
     recipes = [dict(r.recipe) for r in observer.runs if getattr(r, "recipe", None) and
                r.recipe.get("node_id") in upstream]
     return recipe_document(recipes, str(node_id), None, prompt)
+
+
+_HASHES: dict[str, str] = {}
+
+
+def a1111_parameters(recipe: dict, prompt: dict | None, size: tuple[int, int]) -> str | None:
+    """The ``parameters`` text (AUTOMATIC1111's format, what Civitai and image browsers read) of a saved image, from
+    its recipe; the trained demo network's file hash as its ``Model hash``."""
+    from ..models.tiny import TINY_NAME, WEIGHTS
+    from ..version import __version__
+    from ..workflows.a1111 import format_parameters, settings_from_recipe, short_hash
+
+    settings = settings_from_recipe(recipe, prompt, size)
+    if settings is None:
+        return None
+    if settings.model == TINY_NAME and WEIGHTS.is_file():
+        if TINY_NAME not in _HASHES:
+            _HASHES[TINY_NAME] = short_hash(WEIGHTS)
+        settings.model_hash = _HASHES[TINY_NAME]
+    return format_parameters(settings, f"stepwise {__version__}")
 
 
 def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_pnginfo=None,
@@ -364,6 +421,10 @@ def _save_images(images, filename_prefix: str, folder: Path, prompt=None, extra_
             info.add_text(key, json.dumps(value))
         if recipe is not None:
             info.add_text("stepwise", json.dumps({**recipe, "image": len(entries)}))
+            if ctx.a1111_parameters:
+                text = a1111_parameters(recipe, prompt, (arr.shape[1], arr.shape[0]))
+                if text is not None:
+                    info.add_text("parameters", text)
         img = Image.fromarray(arr[..., 0] if arr.shape[-1] == 1 else arr)
         path = target / f"{sub.name}_{counter:05}_.png"
         if ctx.defer_writes:
@@ -396,22 +457,28 @@ class SaveImage:
 class PreviewImage:
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"images": ("IMAGE",)}, "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"}}
+        return {"required": {"images": ("IMAGE",)},
+                "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}}
 
     RETURN_TYPES = ()
     FUNCTION = "save_images"
     OUTPUT_NODE = True
     CATEGORY = "image"
 
-    def save_images(self, images, prompt=None, extra_pnginfo=None):
-        return {"ui": {"images": show_on_node(images)}}
+    def save_images(self, images, prompt=None, extra_pnginfo=None, unique_id=None):
+        return {"ui": {"images": show_on_node(images, prompt, extra_pnginfo, _recipe_for(prompt, unique_id))}}
 
 
-def show_on_node(images) -> list[dict]:
-    """What a node shows (Efficient nodes' decoded images): written to the run's temp folder."""
+def show_on_node(images, prompt=None, extra_pnginfo=None, recipe: dict | None = None) -> list[dict]:
+    """What a node shows (PreviewImage, the Efficient nodes' decoded images, XY plot grids): written to the run's
+    temp folder with the same metadata as a saved image (``prompt``, ``workflow``, ``stepwise``), as ComfyUI's
+    previews carry it."""
     ctx = current_context()
     folder = ctx.temp_dir or Path(ctx.output_dir) / "temp"
-    return [{**e, "type": "temp"} for e in _save_images(images, "ComfyUI_temp", folder)]
+    extra = {k: v for k, v in (extra_pnginfo or {}).items() if k != "stepwise"}
+    if recipe is None and isinstance((extra_pnginfo or {}).get("stepwise"), dict):
+        recipe = extra_pnginfo["stepwise"]
+    return [{**e, "type": "temp"} for e in _save_images(images, "ComfyUI_temp", folder, prompt, extra, recipe)]
 
 
 def _primitive(kind: str, type_name: str, opts: dict):

@@ -10,10 +10,11 @@ import numpy
 import torch
 from PIL import Image, ImageDraw
 
-from .demo_model import BACKGROUNDS, COLOURS, shape_mask
+from ..models.world import BACKGROUNDS, COLOURS, shape_mask
 from .images import save_png
 
-__all__ = ["run_demo", "EXAMPLES_DIR", "draw_picture", "DEMO_INPUT", "draw_demo_input"]
+__all__ = ["run_demo", "EXAMPLES_DIR", "draw_picture", "DEMO_INPUT", "draw_demo_input", "EXAMPLE_INPUTS",
+           "provide_example_inputs"]
 
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
 TILE = 256
@@ -33,6 +34,22 @@ DEMO_INPUT = "demo_input.png"  # the img2img example's LoadImage file
 def draw_demo_input(input_dir: Path) -> Path:
     """Write the img2img example's input picture into ``input_dir``."""
     return save_png(draw_picture("star", "yellow", "black", "left"), Path(input_dir) / DEMO_INPUT)
+
+
+#: the pictures the shipped examples load, drawn on demand into the input folder
+EXAMPLE_INPUTS = {DEMO_INPUT: draw_demo_input}
+
+
+def provide_example_inputs(input_dir: Path, wanted=None, notice=None) -> list[Path]:
+    """Draw the examples' input pictures that are missing from ``input_dir`` (all of them, or the names in
+    ``wanted``, e.g. a workflow's LoadImage values): the examples run as written on a fresh clone."""
+    drawn = []
+    for name, draw in EXAMPLE_INPUTS.items():
+        if (wanted is None or name in wanted) and not (Path(input_dir) / name).exists():
+            drawn.append(draw(Path(input_dir)))
+            if notice is not None:
+                notice(f"LoadImage: {name} (an example's input picture) was missing; drew it into {input_dir}")
+    return drawn
 
 
 def _tile(img: Image.Image, caption: str) -> Image.Image:
@@ -72,7 +89,7 @@ def _decoder_of(prompt, sampler_id: str) -> str:
 
 
 def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
-    from ..nodes.bridge import Observer, observe
+    from ..host import Observer, observe
     from .core_nodes import RunContext, use_context
     from .workflow import execute, load_workflow
 
@@ -151,7 +168,7 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     save_png(_sheet([row, strip], "per-item noise: item 3 of a batch re-made alone; a variation strip (strength 0 -> 1)"),
              out / "noise.png")
 
-    say("schedules: every Stepwise schedule at 10 steps (dpmpp_2m, through the sigmas socket)")
+    say("schedules: every Stepwise schedule at 10 steps on stepwise-tiny (dpmpp_2m, through the sigmas socket)")
     from ..schedulers.extra import SCHEDULE_NAMES
 
     sched_tiles = []
@@ -166,20 +183,28 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
         p, res, ctx = run("schedules", edit)
         sched_tiles.append(_tile(Image.open(ctx.written[0]), name))
     rows = [sched_tiles[i:i + 6] for i in range(0, len(sched_tiles), 6)]
-    save_png(_sheet(rows, "every schedule at 10 steps, dpmpp_2m, 'blue star on white background' (demo model)"),
+    save_png(_sheet(rows, "every schedule at 10 steps, dpmpp_2m, 'blue star on white background' (stepwise-tiny)"),
              out / "schedules.png")
 
-    say("fitted schedule: 'red circle on white background' (cfg 3, uni_pc) at 6 steps with karras and with a schedule "
-        "fitted to the model, next to 50 steps")
+    say("few steps on stepwise-tiny: 'red star on white background' (cfg 5) at 6 steps with karras, a fitted schedule "
+        "and a fitted solver, next to 50 steps")
     p, res, ctx = run("fitted_schedule")
     ref = res[_by_title(p, "reference: 50 steps")][0]["samples"]
     row = [_tile(_image(res, _decoder_of(p, _by_title(p, "reference: 50 steps"))), "50 steps (reference)")]
-    for label in ("karras, 6 steps", "fitted, 6 steps"):  # node titles, also the tiles' labels
+    for label in ("karras, 6 steps", "fitted schedule, 6 steps", "fitted solver, 6 steps"):  # node titles
         nid = _by_title(p, label)
         err = (res[nid][0]["samples"] - ref).pow(2).mean().sqrt().item()
         say(f"  {label}: RMSE vs 50 steps {err:.3f} (latent)")
         row.append(_tile(_image(res, _decoder_of(p, nid)), f"{label} (RMSE {err:.2f})"))
     tiles.append(row)
+
+    say("stages: the base model alone, and one run handed to a second expert (the style LoRA) below sigma 1.5")
+    p, res, ctx = run("stages")
+    stage_row = [_tile(_image(res, _decoder_of(p, _by_title(p, "base model only"))), "base model only"),
+                 _tile(_image(res, _decoder_of(p, _by_title(p, "Stages:"))), "Stages: expert 2 below sigma 1.5")]
+    tiles.append(stage_row)
+    save_png(_sheet([stage_row], "Stages (Stepwise): one run; below sigma 1.5 a second "
+                                 "expert (style LoRA)"), out / "stages.png")
 
     say("img2img: the input picture, noised for step 8 of 20, sampled with 'orange star, black background'")
     p, res, ctx = run("img2img")
@@ -205,8 +230,9 @@ def run_demo(out: Path, examples: Path = EXAMPLES_DIR, say=print) -> Path:
     p, res, ctx = run("style_switch")
     tiles.append([_tile(Image.open(w), w.parent.name + "/" + w.name.split("_0")[0]) for w in ctx.written])
 
-    sheet = _sheet(tiles, "Stepwise demo on the embedded model: txt2img, split, seamless split, per-item noise, "
-                          "variations, fitted schedule, img2img, prompt switch, style switch")
+    sheet = _sheet(tiles, "Stepwise demo on the embedded models: txt2img, split, seamless split, per-item noise, "
+                          "variations, few steps on stepwise-tiny (karras, fitted schedule, fitted solver), stages, "
+                          "img2img, prompt switch, style switch")
     path = save_png(sheet, out / "contact_sheet.png")
     say(f"wrote {path} and {len(list(out.rglob('*.png')))} PNGs under {out} in {time.perf_counter() - start:.1f} s")
     return path

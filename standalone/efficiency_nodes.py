@@ -62,10 +62,13 @@ class EfficientLoader:
              empty_latent_height=512, batch_size=1, lora_stack=None, cnet_stack=None):
         if cnet_stack:
             raise ValueError("cnet_stack: ControlNet stacks are not supported by the standalone runtime")
-        ckpt_notice("Efficient Loader", ckpt_name, "demo model (MODEL, CLIP, VAE)")
+        from .core_nodes import is_tiny_name
+
+        if not is_tiny_name(ckpt_name):
+            ckpt_notice("Efficient Loader", ckpt_name, "demo model (MODEL, CLIP, VAE)")
         if vae_name != "Baked VAE":
             ckpt_notice("Efficient Loader", vae_name, "demo VAE")
-        model, clip, vae = current_context().checkpoint()
+        model, clip, vae = current_context().checkpoint(ckpt_name)
         loras = ([(lora_name, lora_model_strength, lora_clip_strength)] if lora_name != "None" else []) + list(lora_stack or [])
         strength = 0.0
         for name, s_model, _ in loras:

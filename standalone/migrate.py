@@ -1,4 +1,4 @@
-"""``stepwise migrate`` on files and folders (the migration itself is ``nodes.migrate``).
+"""``stepwise migrate`` on files and folders (the migration itself is ``workflows.migrate``).
 
 A folder is migrated all or nothing: every ``*.json`` is read and migrated in memory first; only when every file
 succeeded are the changed ones written (each original first copied to a backup that never overwrites an older one:
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..nodes.migrate import MigrationReport, migrate_workflow
+from ..workflows.migrate import MigrationReport, migrate_workflow
 
 __all__ = ["migrate_file", "migrate_folder", "migrate_workflow", "MigrationReport", "FolderMigration",
            "MigrationFailed"]
@@ -52,13 +52,13 @@ def _check_target(dst: Path) -> None:
         raise ValueError(f"OUT: the folder {dst.parent} does not exist")
 
 
-def migrate_file(src: Path, dst: Path) -> MigrationReport:
+def migrate_file(src: Path, dst: Path, stages: bool = False) -> MigrationReport:
     from .images import write_bytes_atomic
 
     src, dst = Path(src), Path(dst)
     _check_target(dst)
     try:
-        migrated, report = migrate_workflow(_read(src))
+        migrated, report = migrate_workflow(_read(src), stages=stages)
     except RecursionError:
         raise ValueError(f"{src.name}: nested too deeply to be a workflow") from None
     write_bytes_atomic(dst, _encode(migrated))
@@ -115,7 +115,7 @@ def _temp_beside(path: Path, data: bytes, tag: str) -> Path:
     return Path(tmp)
 
 
-def migrate_folder(folder: Path, backup_suffix: str = ".bak") -> FolderMigration:
+def migrate_folder(folder: Path, backup_suffix: str = ".bak", stages: bool = False) -> FolderMigration:
     """Migrate every ``*.json`` workflow of a folder in place, all or nothing (see the module docstring). Raises
     :class:`MigrationFailed` (nothing written) when any file cannot be read or migrated."""
     folder = Path(folder)
@@ -130,7 +130,7 @@ def migrate_folder(folder: Path, backup_suffix: str = ".bak") -> FolderMigration
             continue
         try:
             data = _read(path)
-            migrated, report = migrate_workflow(data)
+            migrated, report = migrate_workflow(data, stages=stages)
         except RecursionError:
             result.status[path], result.reasons[path] = "failed", "nested too deeply to be a workflow"
             continue

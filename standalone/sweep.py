@@ -25,8 +25,9 @@ from typing import Any, Callable
 
 import numpy
 
-from ..nodes.sweep import MAX_CELLS, GridBuilder, format_value, parse_values, replace_term
-from ..nodes.widgets import check_widget, is_widget, widget_spec
+from ..preview.grid import GridBuilder, format_value
+from ..workflows.sweep import MAX_CELLS, parse_values, replace_term
+from ..workflows.widgets import check_widget, is_widget, widget_spec
 from .workflow import Prompt, WorkflowError, _is_link
 
 __all__ = ["plan_sweep", "run_sweep", "SweepPlan", "CellRunner", "parse_axis_arg"]
@@ -39,6 +40,8 @@ class SweepCell:
     index: tuple[int, int, int]
     nodes: dict
     values: dict
+    #: (node id, widget, value) edits of the editor workflow for this cell's ``workflow`` PNG chunk
+    ui_edits: tuple = ()
 
 
 @dataclass
@@ -48,6 +51,7 @@ class SweepPlan:
     image_node: str
     axes: list[tuple[str, str, list]]  # (slot, name, values)
     cells: list[SweepCell] = field(default_factory=list)
+    workflow: dict | None = None  # the editor workflow the sweep came from (cells carry it, edited, as metadata)
 
     def builder(self) -> GridBuilder:
         by = {slot: (name, values) for slot, name, values in self.axes}
@@ -121,8 +125,9 @@ def _resolve(slot: str, name: str, text: str, nodes: dict, node_id: str, cls: ty
         replace_term(original, values[0], values[0], f"--{slot} {name}")
         src_id = str(link[0])
 
-        def apply_text(cell_nodes: dict, value: str) -> None:
+        def apply_text(cell_nodes: dict, value: str) -> tuple:
             cell_nodes[src_id]["inputs"]["text"] = original.replace(values[0], value)
+            return (src_id, "text", cell_nodes[src_id]["inputs"]["text"])
 
         return f"{name} S/R", values, apply_text
     widget = name
@@ -147,8 +152,9 @@ def _resolve(slot: str, name: str, text: str, nodes: dict, node_id: str, cls: ty
         except ValueError as exc:
             raise ValueError(f"--{slot} (node {node_id}): {exc}") from None
 
-    def apply_widget(cell_nodes: dict, value: Any) -> None:
+    def apply_widget(cell_nodes: dict, value: Any) -> tuple:
         cell_nodes[node_id]["inputs"][widget] = value
+        return (node_id, widget, value)
 
     return name, values, apply_widget
 
@@ -191,7 +197,8 @@ def plan_sweep(prompt: Prompt, node_id: str, axes: dict[str, str]) -> SweepPlan:
             raise ValueError(f"--{slot}: {label!r} is already an axis")
         resolved.append((slot, label, values))
         appliers.append(apply)
-    plan = SweepPlan(node_id, class_type, image_node, resolved)
+    plan = SweepPlan(node_id, class_type, image_node, resolved,
+                     workflow=prompt.workflow if isinstance(prompt.workflow, dict) else None)
     grid = plan.builder()
     if grid.count > MAX_CELLS:
         raise ValueError(f"sweep: {grid.count} cells; at most {MAX_CELLS}")
@@ -200,12 +207,12 @@ def plan_sweep(prompt: Prompt, node_id: str, axes: dict[str, str]) -> SweepPlan:
     for combo in itertools.product(*reversed(ranges)):  # z outermost, then y, then x
         idx = list(reversed(combo))
         cell_nodes = copy.deepcopy(base)
-        values = {}
+        values, edits = {}, []
         for (slot, label, vals), apply, i in zip(resolved, appliers, idx):
-            apply(cell_nodes, vals[i])
+            edits.append(apply(cell_nodes, vals[i]))
             values[label] = vals[i]
         full = tuple(idx + [0] * (3 - len(idx)))
-        plan.cells.append(SweepCell(full, cell_nodes, values))
+        plan.cells.append(SweepCell(full, cell_nodes, values, tuple(edits)))
     return plan
 
 
@@ -214,23 +221,30 @@ class CellRunner:
 
     def __init__(self, input_dir: str | Path) -> None:
         self.input_dir = Path(input_dir)
-        self._checkpoint = None
+        self._checkpoints = (None, None)
 
-    def run(self, nodes: dict, image_node: str) -> dict:
-        """{"pngs": [bytes per image of the cell], "seconds": float}"""
-        from ..nodes.bridge import Observer, observe
+    def run(self, nodes: dict, image_node: str, workflow: dict | None = None, ui_edits: tuple = ()) -> dict:
+        """{"pngs": [bytes per image of the cell], "seconds": float}. ``workflow`` with ``ui_edits`` applied is the
+        cell's ``workflow`` PNG chunk (the editor graph that re-makes it)."""
+        from ..host import Observer, observe
         from .core_nodes import RunContext, show_on_node, use_context
-        from .workflow import execute
+        from .workflow import execute, set_widget_value
 
         ctx = RunContext(output_dir=Path("cell"), input_dir=self.input_dir, temp_dir=Path("cell-temp"),
                          defer_writes=True, notice=lambda m: None)
-        ctx._checkpoint = self._checkpoint
+        ctx._checkpoint, ctx._tiny = self._checkpoints
         shown: dict[str, list] = {}
         started = time.perf_counter()
         with use_context(ctx), observe(Observer(show_images=show_on_node)):
-            execute(Prompt(copy.deepcopy(nodes)), on_output=lambda nid, ui: shown.__setitem__(nid, ui.get("images")))
+            cell_workflow = None
+            if workflow is not None:
+                cell_workflow = copy.deepcopy(workflow)
+                for nid, name, value in ui_edits:
+                    set_widget_value(cell_workflow, nid, name, value)
+            execute(Prompt(copy.deepcopy(nodes), cell_workflow),
+                    on_output=lambda nid, ui: shown.__setitem__(nid, ui.get("images")))
         seconds = time.perf_counter() - started
-        self._checkpoint = ctx._checkpoint
+        self._checkpoints = (ctx._checkpoint, ctx._tiny)
         wanted = [(e.get("subfolder", ""), e["filename"]) for e in shown.get(image_node) or []]
         by_name = {}
         for path, data in ctx.pending:
@@ -250,13 +264,13 @@ class _RayWorker:
     """A Ray actor: one CellRunner (the model loaded once) under the driver's behaviour profile."""
 
     def __init__(self, input_dir: str, profile: str) -> None:
-        from ..nodes.profile import set_standalone_profile
+        from ..host.profile import set_standalone_profile
 
         set_standalone_profile(profile)
         self.runner = CellRunner(input_dir)
 
-    def run(self, nodes: dict, image_node: str) -> dict:
-        return self.runner.run(nodes, image_node)
+    def run(self, nodes: dict, image_node: str, workflow: dict | None = None, ui_edits: tuple = ()) -> dict:
+        return self.runner.run(nodes, image_node, workflow, ui_edits)
 
 
 def _local_results(plan: SweepPlan, input_dir: Path):
@@ -265,7 +279,7 @@ def _local_results(plan: SweepPlan, input_dir: Path):
         error = None
         for attempt in range(2):
             try:
-                yield cell, runner.run(cell.nodes, plan.image_node), None, attempt + 1
+                yield cell, runner.run(cell.nodes, plan.image_node, plan.workflow, cell.ui_edits), None, attempt + 1
                 break
             except (WorkflowError, ValueError, RuntimeError, MemoryError, OSError) as exc:
                 error = _error_line(exc)
@@ -278,7 +292,7 @@ def _ray_results(plan: SweepPlan, input_dir: Path, address: str, workers: int | 
         import ray
     except ImportError:
         raise ValueError("--ray: Ray is not installed; pip install -e \".[ray]\" (an optional extra)") from None
-    from ..nodes.profile import current_profile
+    from ..host.profile import current_profile
 
     started_here = address == "local"
     if started_here:
@@ -307,7 +321,8 @@ def _ray_results(plan: SweepPlan, input_dir: Path, address: str, workers: int | 
             while idle and queue:
                 actor = idle.popleft()
                 cell, attempt = queue.popleft()
-                running[actor.run.remote(cell.nodes, plan.image_node)] = (actor, cell, attempt)
+                running[actor.run.remote(cell.nodes, plan.image_node, plan.workflow, cell.ui_edits)] = \
+                    (actor, cell, attempt)
             done, _ = ray.wait(list(running), num_returns=1)
             for ref in done:
                 actor, cell, attempt = running.pop(ref)

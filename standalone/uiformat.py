@@ -1,9 +1,11 @@
 """Building workflows in the editor's (UI) format, as ComfyUI saves them."""
 from __future__ import annotations
 
+import copy
+import uuid
 from typing import Any
 
-__all__ = ["GraphBuilder"]
+__all__ = ["GraphBuilder", "wrap_in_subgraph", "fitted_view"]
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 
@@ -55,5 +57,98 @@ class GraphBuilder:
 
     def to_json(self) -> dict:
         return {"last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
-                "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": {"scale": 0.8,
-                "offset": [0, 0]}}, "version": 0.4}
+                "links": self.links, "groups": self.groups, "config": {}, "extra": {"ds": fitted_view(self.nodes)},
+                "version": 0.4}
+
+
+#: the editor's canvas a saved view is fitted to: a 1500 x 950 window less its toolbar and side bar
+VIEW_WIDTH, VIEW_HEIGHT, VIEW_LEFT, VIEW_TOP = 1400, 780, 60, 110
+
+
+def fitted_view(nodes: list[dict]) -> dict:
+    """``extra.ds`` that shows every node (titles included) below the editor's toolbar, at most at scale 1."""
+    if not nodes:
+        return {"scale": 1.0, "offset": [0, 0]}
+    x0 = min(n["pos"][0] for n in nodes)
+    y0 = min(n["pos"][1] - 30 for n in nodes)
+    x1 = max(n["pos"][0] + n.get("size", [320, 180])[0] for n in nodes)
+    y1 = max(n["pos"][1] + n.get("size", [320, 180])[1] for n in nodes)
+    scale = round(min(1.0, VIEW_WIDTH / max(1.0, x1 - x0), VIEW_HEIGHT / max(1.0, y1 - y0)), 3)
+    return {"scale": scale, "offset": [round(VIEW_LEFT / scale - x0, 1), round(VIEW_TOP / scale - y0, 1)]}
+
+
+def wrap_in_subgraph(wf: dict, inner_ids: set, promote: tuple = (), instance_id: int = 100,
+                     title: str = "Sampler group") -> dict:
+    """``wf`` with nodes ``inner_ids`` moved into one subgraph, in the frontend's saved format (``definitions.subgraphs``,
+    input/output nodes -10/-20, an instance typed by the subgraph's id): links crossing the boundary become subgraph
+    inputs/outputs; ``promote`` lists (inner node id, widget[, type]) shown on the instance as promoted widgets."""
+    wf = copy.deepcopy(wf)
+    sub_id = str(uuid.UUID(int=instance_id))
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    inner = [nodes[i] for i in sorted(inner_ids)]
+    links = {l[0]: l for l in wf["links"]}
+    sub_links, outer_links = [], []
+    sub_inputs, sub_outputs = [], []
+    inst_inputs, inst_outputs = [], []
+    next_link = max(links) + 1
+    for l in wf["links"]:
+        lid, o, os_, t, ts, typ = l
+        if o in inner_ids and t in inner_ids:
+            sub_links.append({"id": lid, "origin_id": o, "origin_slot": os_, "target_id": t, "target_slot": ts,
+                              "type": typ})
+        elif t in inner_ids:  # into the subgraph: a subgraph input fed from outside
+            k = len(sub_inputs)
+            name = nodes[t]["inputs"][ts]["name"]
+            sub_inputs.append({"id": str(uuid.UUID(int=1000 + k)), "name": name, "type": typ, "linkIds": [lid]})
+            sub_links.append({"id": lid, "origin_id": -10, "origin_slot": k, "target_id": t, "target_slot": ts,
+                              "type": typ})
+            outer_links.append([next_link, o, os_, instance_id, k, typ])
+            inst_inputs.append({"name": name, "type": typ, "link": next_link})
+            for n in wf["nodes"]:
+                for out in n.get("outputs") or []:
+                    if lid in (out.get("links") or []):
+                        out["links"] = [next_link if x == lid else x for x in out["links"]]
+            next_link += 1
+        elif o in inner_ids:  # out of the subgraph
+            k = next((i for i, s in enumerate(sub_outputs) if s["_from"] == (o, os_)), None)
+            if k is None:
+                k = len(sub_outputs)
+                sub_outputs.append({"id": str(uuid.UUID(int=2000 + k)), "name": typ, "type": typ, "linkIds": [],
+                                    "_from": (o, os_)})
+                sub_links.append({"id": next_link, "origin_id": o, "origin_slot": os_, "target_id": -20,
+                                  "target_slot": k, "type": typ})
+                sub_outputs[k]["linkIds"].append(next_link)
+                inst_outputs.append({"name": typ, "type": typ, "links": []})
+                next_link += 1
+            outer_links.append([lid, instance_id, k, t, ts, typ])
+            inst_outputs[k]["links"].append(lid)
+        else:
+            outer_links.append(l)
+    promoted_values = []
+    for node_id, widget, *rest in promote:
+        wtype = rest[0] if rest else "INT"
+        node = nodes[node_id]
+        k = len(sub_inputs)
+        slot = len(node.setdefault("inputs", []))
+        kind = wtype
+        node["inputs"].append({"name": widget, "type": kind, "widget": {"name": widget}, "link": next_link})
+        sub_inputs.append({"id": str(uuid.UUID(int=1000 + k)), "name": widget, "type": kind, "linkIds": [next_link]})
+        sub_links.append({"id": next_link, "origin_id": -10, "origin_slot": k, "target_id": node_id,
+                          "target_slot": slot, "type": kind})
+        inst_inputs.append({"name": widget, "type": kind, "widget": {"name": widget}, "link": None})
+        promoted_values.append(None)
+        next_link += 1
+    for s in sub_outputs:
+        s.pop("_from")
+    instance = {"id": instance_id, "type": sub_id, "pos": [0, 0], "size": [300, 200], "flags": {}, "order": 0,
+                "mode": 0, "inputs": inst_inputs, "outputs": inst_outputs, "properties": {},
+                "widgets_values": promoted_values}
+    wf["nodes"] = [n for n in wf["nodes"] if n["id"] not in inner_ids] + [instance]
+    wf["links"] = outer_links
+    wf["last_link_id"] = next_link
+    wf["definitions"] = {"subgraphs": [{
+        "id": sub_id, "version": 1, "revision": 0, "name": title, "state": {},
+        "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]}, "outputNode": {"id": -20, "bounding": [0, 0, 120, 60]},
+        "inputs": sub_inputs, "outputs": sub_outputs, "widgets": [], "nodes": inner, "links": sub_links,
+        "groups": [], "config": {}, "extra": {}}]}
+    return wf

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..workflows.subgraphs import INPUT_NODE, SubgraphError, find_node, flatten, has_subgraphs
+
 __all__ = ["WorkflowError", "Prompt", "load_workflow", "ui_to_prompt", "execute", "NodeRegistry"]
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
@@ -68,14 +70,12 @@ def load_workflow(path: str | Path) -> Prompt:
 
 def _unknown_type(nid, ntype: str, registry) -> str:
     """The error for a node type we cannot run; a type ``stepwise migrate`` handles says so."""
-    from ..nodes.migrate import BYPASSED, LEFT_ALONE, RULES
+    from ..workflows.migrate import BYPASSED, RULES
 
     if ntype in RULES:
         hint = f"; `stepwise migrate` turns it into {RULES[ntype].to}"
     elif ntype in BYPASSED:
         hint = f"; `stepwise migrate` bypasses it ({BYPASSED[ntype]})"
-    elif ntype in LEFT_ALONE:
-        hint = f"; {LEFT_ALONE[ntype]}"
     else:
         hint = ""
     return f"node {nid}: unknown node type {ntype!r}{hint}; supported types: {', '.join(sorted(registry))}"
@@ -122,6 +122,14 @@ def _widget_names(node_cls: type) -> list[tuple[str, int]]:
                 if opts.get("image_upload") or opts.get("video_upload"):
                     extra += 1
                 out.append((name, 1 + extra))
+    return out
+
+
+def _widget_slots(node_cls: type) -> list[str]:
+    """A node type's ``widgets_values`` slots by name (a seed's control_after_generate slot named after it)."""
+    out = []
+    for name, width in _widget_names(node_cls):
+        out += [name] + [f"{name}:control"] * (width - 1)
     return out
 
 
@@ -185,6 +193,12 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
     from .registry import node_registry
 
     registry = registry if registry is not None else node_registry()
+    original = wf
+    if has_subgraphs(wf):
+        try:
+            wf = flatten(wf, lambda t: _widget_slots(registry[t]) if t in registry else None)
+        except SubgraphError as exc:
+            raise WorkflowError(str(exc)) from None
     nodes, links = _check_ui(wf)
 
     def input_types(node: dict) -> list[tuple[str, Any, Any]]:
@@ -276,7 +290,70 @@ def ui_to_prompt(wf: dict, registry: NodeRegistry | None = None) -> Prompt:
                 inputs[name] = _Missing(None)
         prompt[str(nid)] = {"class_type": ntype, "inputs": inputs}
         titles[str(nid)] = n.get("title", "") or ""
-    return Prompt(prompt, wf, titles)
+    return Prompt(prompt, original, titles)
+
+
+def set_widget_value(workflow: dict, node_id: Any, name: str, value: Any, registry: NodeRegistry | None = None) -> bool:
+    """Set widget ``name`` of node ``node_id`` in an editor-format workflow (its ``widgets_values`` slot, found through
+    the node's INPUT_TYPES order as :func:`ui_to_prompt` reads it). False when the node or widget is not there."""
+    from .registry import node_registry
+
+    registry = registry if registry is not None else node_registry()
+    if ":" in str(node_id):  # a node inside a subgraph: its instance's promoted widget, else the definition's node
+        node, sub, instance = find_node(workflow, node_id)
+        if node is None:
+            return False
+        if _set_promoted(instance, sub, node, name, value):
+            return True
+    else:
+        node = next((n for n in workflow.get("nodes") or [] if isinstance(n, dict) and str(n.get("id")) == str(node_id)),
+                    None)
+    cls = registry.get(node.get("type")) if node is not None else None
+    if cls is None:
+        return False
+    values = node.get("widgets_values")
+    if isinstance(values, dict):
+        values[name] = value
+        return True
+    if not isinstance(values, list):
+        return False
+    layout = _widget_names(cls)
+    if hasattr(cls, "widget_layout"):
+        layout = cls.widget_layout(values, layout)
+    idx = 0
+    for widget, width in layout:
+        if widget == name:
+            if idx < len(values):
+                values[idx] = value
+                return True
+            return False
+        idx += width
+    return False
+
+
+def _set_promoted(instance: dict, sub: dict, node: dict, name: str, value: Any) -> bool:
+    """Set the instance's promoted widget that feeds ``node``'s input ``name`` (False when none does)."""
+    slot_of = {i.get("name"): k for k, i in enumerate(node.get("inputs") or []) if isinstance(i, dict)}
+    if name not in slot_of:
+        return False
+    feeding = None
+    for link in sub.get("links") or []:
+        f = link if isinstance(link, dict) else dict(zip(("id", "origin_id", "origin_slot", "target_id", "target_slot"),
+                                                         link))
+        if f.get("origin_id") == INPUT_NODE and str(f.get("target_id")) == str(node.get("id")) and \
+                f.get("target_slot") == slot_of[name]:
+            feeding = f.get("origin_slot")
+    inputs = instance.get("inputs") or []
+    if feeding is None or feeding >= len(inputs) or inputs[feeding].get("widget") is None or \
+            inputs[feeding].get("link") is not None:
+        return False
+    index = sum(1 for i in inputs[:feeding] if isinstance(i, dict) and i.get("widget") is not None)
+    values = instance.get("widgets_values")
+    if not isinstance(values, list):
+        values = instance["widgets_values"] = []
+    values.extend([None] * (index + 1 - len(values)))
+    values[index] = value
+    return True
 
 
 @dataclass(frozen=True)
@@ -402,9 +479,9 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
             on_node: Callable[[str, str], None] | None = None,
             notice: Callable[[str], None] | None = None,
             on_output: Callable[[str, dict], None] | None = None,
-            validate_only: bool = False) -> dict[str, Any]:
+            validate_only: bool = False, on_plan: Callable[[list[str]], None] | None = None) -> dict[str, Any]:
     """Run every output node and what it depends on. Returns node id -> outputs."""
-    from ..nodes.widgets import check_widget, widget_spec
+    from ..workflows.widgets import check_widget, widget_spec
     from .registry import node_registry
 
     registry = registry if registry is not None else node_registry()
@@ -455,6 +532,8 @@ def execute(prompt: Prompt, registry: NodeRegistry | None = None,
                                         nid, name, node["class_type"])
     if validate_only:
         return {}
+    if on_plan is not None:
+        on_plan(order)
     results: dict[str, Any] = {}
     for nid in order:
         node = prompt.nodes[nid]

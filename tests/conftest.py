@@ -10,7 +10,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = Path(os.environ.get("STEPWISE_GOLDEN", REPO.parent / "shared" / "golden"))
 GOLDEN_080 = Path(os.environ.get("STEPWISE_GOLDEN_080", GOLDEN.parent / "golden-v0.8.0"))
-GOLDEN_SETS = {"0.3.64": GOLDEN, "0.8.0": GOLDEN_080}
+GOLDEN_033 = Path(os.environ.get("STEPWISE_GOLDEN_033", GOLDEN.parent / "golden-v0.33.0"))
+GOLDEN_SETS = {"0.3.64": GOLDEN, "0.8.0": GOLDEN_080, "0.33.0": GOLDEN_033}
 
 warnings.filterwarnings("ignore", message="Should have t", category=UserWarning)
 
@@ -31,12 +32,13 @@ _LOADED: dict = {}
 
 
 def load_golden(name: str):
-    """A golden set by name ("0.3.64", "0.8.0"), loaded once per session; both must be present."""
+    """A golden set by name ("0.3.64", "0.8.0", "0.33.0"), loaded once per session; all must be present."""
     from stepwise_sampler.golden import GoldenSet
 
     root = GOLDEN_SETS[name]
     if not (root / "cases.json").exists():
-        pytest.fail(f"golden set {name} not found at {root} (set STEPWISE_GOLDEN / STEPWISE_GOLDEN_080)")
+        pytest.fail(f"golden set {name} not found at {root} (set STEPWISE_GOLDEN / STEPWISE_GOLDEN_080 / "
+                    f"STEPWISE_GOLDEN_033)")
     if name not in _LOADED:
         _LOADED[name] = GoldenSet.load(root)
     return _LOADED[name]
@@ -91,3 +93,13 @@ def running_server(out_dir, input_dir, listen="127.0.0.1"):
         yield base
     finally:
         loop.call_soon_threadsafe(loop.stop)
+
+
+@pytest.fixture(autouse=True)
+def _standalone_profile_restored():
+    """``stepwise run --comfy-version`` called in-process sets the standalone profile; a test must not leak it."""
+    from stepwise_sampler.host import profile as host_profile
+
+    saved = host_profile._STANDALONE[0]
+    yield
+    host_profile._STANDALONE[0] = saved

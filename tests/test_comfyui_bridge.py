@@ -137,7 +137,7 @@ def test_efficient_node_inside_comfyui(comfy_env, golden_set, sampler):
     import comfy.cli_args
     import comfy.utils
     from stepwise_sampler.nodes import StepwiseKSamplerEfficient
-    from stepwise_sampler.nodes.cache import RESULT_CACHE
+    from stepwise_sampler.nodes.efficient import RESULT_CACHE
 
     RESULT_CACHE.clear()
     previews = []
@@ -160,7 +160,7 @@ def test_profile_and_combos_follow_the_installed_comfyui(comfy_env):
     nodes, comfy = comfy_env
     import comfy.samplers
     from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseKSamplerEfficient
-    from stepwise_sampler.nodes.profile import comfy_supports_combo_type, current_profile
+    from stepwise_sampler.host.profile import comfy_supports_combo_type, current_profile
 
     assert current_profile().comfyui_version == _installed_version()
     for cls in (StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseKSamplerEfficient):
@@ -268,7 +268,7 @@ def test_stepwise_noise_in_cores_sampler_custom_advanced(comfy_env, golden_set, 
     nodes, comfy = comfy_env
     import comfy_extras.nodes_custom_sampler as custom
     from stepwise_sampler.nodes import StepwiseKSampler, StepwiseNoise
-    from stepwise_sampler.nodes.bridge import Observer, observe
+    from stepwise_sampler.host import Observer, observe
 
     patcher = _patcher(comfy, golden_set.model.network)
     pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
@@ -370,7 +370,7 @@ def test_recipes_inside_comfyui(comfy_env, golden_set):
     nodes, comfy = comfy_env
     import comfy.samplers
     from stepwise_sampler.nodes import StepwiseKSamplerAdvanced, StepwiseKSamplerEfficient
-    from stepwise_sampler.nodes.cache import RESULT_CACHE
+    from stepwise_sampler.nodes.efficient import RESULT_CACHE
 
     patcher = _patcher(comfy, golden_set.model.network)
     pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
@@ -382,7 +382,7 @@ def test_recipes_inside_comfyui(comfy_env, golden_set):
     full = comfy.samplers.calculate_sigmas(patcher.get_model_object("model_sampling"), "karras", 10)
     assert r["sigmas"] == pytest.approx(full[2:8].tolist(), rel=1e-6)
     assert (r["seed"], r["sampler"], r["start_at_step"], r["end_at_step"]) == (77, "dpmpp_2m", 2, 7)
-    assert r["profile"] == _installed_version() or r["profile"] in ("0.3.64", "0.8.0")
+    assert r["profile"] == _installed_version() or r["profile"] in ("0.3.64", "0.8.0", "0.33.0")
     RESULT_CACHE.clear()
     res = StepwiseKSamplerEfficient().sample(patcher, 5, 4, 7.0, "euler", "normal", pos, neg,
                                              {"samples": torch.zeros(1, 4, 8, 8)}, 1.0, "none", "false")
@@ -395,8 +395,8 @@ def test_xy_plot_on_the_efficient_node_inside_comfyui(comfy_env, golden_set):
     latents, and a grid IMAGE; progress text goes through ComfyUI's server when it has one."""
     nodes, comfy = comfy_env
     from stepwise_sampler.nodes import StepwiseKSamplerEfficient, StepwiseXYPlot
-    from stepwise_sampler.nodes.xyplot import CELL_CACHE
-    from stepwise_sampler.standalone.demo_model import DemoVAE
+    from stepwise_sampler.nodes.scripts import CELL_CACHE
+    from stepwise_sampler.models.world import DemoVAE
 
     CELL_CACHE.clear()
     patcher = _patcher(comfy, golden_set.model.network)
@@ -456,3 +456,115 @@ def test_fit_schedule_inside_comfyui(comfy_env, golden_set):
     mine = _latent(StepwiseKSampler().sample(patcher, 9, 6, 5.0, "uni_pc", "karras", pos, neg, latent, 1.0,
                                              sigmas=sigmas))
     assert torch.allclose(mine["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "euler_ancestral", "res_2s"])
+def test_our_sampler_in_cores_sampler_custom(comfy_env, golden_set, sampler):
+    """Sampler (Stepwise)'s SAMPLER runs in core's SamplerCustom (it is a KSAMPLER there): the same numbers as core's
+    KSamplerSelect for a name both have, and as our KSampler's sampler socket for one only we have."""
+    nodes, comfy = comfy_env
+    import comfy.samplers
+    import comfy_extras.nodes_custom_sampler as custom
+    from stepwise_sampler.nodes import StepwiseKSampler, StepwiseSampler
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    (ours,) = StepwiseSampler().make(sampler)
+    (sigmas,) = _call(custom.BasicScheduler, model=patcher, scheduler="karras", steps=6, denoise=1.0)
+    out, _ = _call(custom.SamplerCustom, model=patcher, add_noise=True, noise_seed=9, cfg=5.0, positive=pos,
+                   negative=neg, sampler=ours, sigmas=sigmas, latent_image=latent)
+    if sampler in comfy.samplers.KSampler.SAMPLERS:
+        core, _ = _call(custom.SamplerCustom, model=patcher, add_noise=True, noise_seed=9, cfg=5.0, positive=pos,
+                        negative=neg, sampler=comfy.samplers.sampler_object(sampler), sigmas=sigmas,
+                        latent_image=latent)
+        assert torch.allclose(out["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+    mine = _latent(StepwiseKSampler().sample(patcher, 9, 6, 5.0, "euler", "karras", pos, neg, latent, 1.0,
+                                             sigmas=sigmas, sampler=ours))
+    assert torch.allclose(mine["samples"], out["samples"], rtol=1e-5, atol=1e-5)
+
+
+def test_fitted_solver_runs_in_cores_sampler_custom(comfy_env, golden_set):
+    nodes, comfy = comfy_env
+    import comfy_extras.nodes_custom_sampler as custom
+    from stepwise_sampler.nodes import StepwiseFitSolver, StepwiseKSampler
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8)}
+    ret = StepwiseFitSolver().fit(patcher, pos, neg, latent, 5.0, 5, "dpmpp_2m", 0, 300)
+    sampler, sigmas = ret["result"]
+    core, _ = _call(custom.SamplerCustom, model=patcher, add_noise=True, noise_seed=9, cfg=5.0, positive=pos,
+                    negative=neg, sampler=sampler, sigmas=sigmas, latent_image=latent)
+    mine = _latent(StepwiseKSampler().sample(patcher, 9, 5, 5.0, "euler", "karras", pos, neg, latent, 1.0,
+                                             sigmas=sigmas, sampler=sampler))
+    assert torch.allclose(mine["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+    assert ret["ui"]["stepwise"][0]["fit"]["calls"] <= 300
+
+
+@pytest.mark.skipif(_installed_version() < "0.18.1", reason="fp16 intermediates' float32 noise from ComfyUI 0.18.1")
+@pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
+def test_fp16_latents_equal_core(comfy_env, golden_set, sampler):
+    """A float16 LATENT (what --fp16-intermediates keeps): our KSampler equals core's (noise drawn in float32, then
+    cast, from 0.18.1)."""
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSampler
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8, dtype=torch.float16)}
+    (core,) = nodes.KSampler().sample(patcher, 4, 6, 5.0, sampler, "karras", pos, neg, latent, 1.0)
+    mine = _latent(StepwiseKSampler().sample(patcher, 4, 6, 5.0, sampler, "karras", pos, neg, latent, 1.0))
+    assert mine["samples"].dtype == core["samples"].dtype
+    assert torch.allclose(mine["samples"].float(), core["samples"].float(), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.skipif(_installed_version() < "0.22.0", reason="LATENT downscale keys from ComfyUI 0.22.0")
+def test_latent_downscale_keys_like_core(comfy_env, golden_set):
+    nodes, comfy = comfy_env
+    from stepwise_sampler.nodes import StepwiseKSampler
+
+    patcher = _patcher(comfy, golden_set.model.network)
+    pos = [[golden_set.toy_tensors["ctx_pos"], {}]]
+    neg = [[golden_set.toy_tensors["ctx_neg"], {}]]
+    latent = {"samples": torch.zeros(1, 4, 8, 8), "downscale_ratio_spacial": 8}
+    (core,) = nodes.KSampler().sample(patcher, 4, 6, 5.0, "euler", "karras", pos, neg, dict(latent), 1.0)
+    mine = _latent(StepwiseKSampler().sample(patcher, 4, 6, 5.0, "euler", "karras", pos, neg, dict(latent), 1.0))
+    assert set(mine) == set(core) and "downscale_ratio_spacial" not in mine
+    assert torch.allclose(mine["samples"], core["samples"], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(_installed_version() < "0.33.0", reason="node replacements (checked on 0.33.0)")
+def test_node_replacements_registered_and_applied_by_comfyui(comfy_env):
+    """Our replacements through ComfyUI's own manager; its server-side application turns an API prompt that names
+    KSampler (Efficient) (pack absent) into our node."""
+    nodes, comfy = comfy_env
+    from app.node_replace_manager import NodeReplaceManager
+
+    from stepwise_sampler.host import register_replacements
+    from stepwise_sampler.nodes import NODE_CLASS_MAPPINGS
+
+    class Server:
+        node_replace_manager = NodeReplaceManager()
+
+    added = {k: v for k, v in NODE_CLASS_MAPPINGS.items() if k not in nodes.NODE_CLASS_MAPPINGS}
+    nodes.NODE_CLASS_MAPPINGS.update(added)
+    try:
+        assert register_replacements(Server) >= 3
+        listed = Server.node_replace_manager.as_dict()
+        assert listed["KSampler (Efficient)"][0]["new_node_id"] == "StepwiseKSamplerEfficient"
+        prompt = {"1": {"class_type": "KSampler (Efficient)", "_meta": {"title": "x"}, "inputs": {
+            "model": ["4", 0], "seed": 3, "steps": 6, "cfg": 5.0, "sampler_name": "euler", "scheduler": "karras",
+            "positive": ["5", 0], "negative": ["6", 0], "latent_image": ["7", 0], "denoise": 1.0,
+            "preview_method": "none", "vae_decode": "false", "optional_vae": ["4", 2], "script": ["8", 0]}},
+            "9": {"class_type": "SaveImage", "_meta": {}, "inputs": {"images": ["1", 5]}}}
+        Server.node_replace_manager.apply_replacements(prompt)
+        assert prompt["1"]["class_type"] == "StepwiseKSamplerEfficient"
+        assert prompt["1"]["inputs"]["seed"] == 3 and prompt["1"]["inputs"]["script"] == ["8", 0]
+        assert prompt["9"]["inputs"]["images"] == ["1", 5]
+    finally:
+        for k in added:
+            nodes.NODE_CLASS_MAPPINGS.pop(k, None)

@@ -5,11 +5,13 @@ import inspect
 import math
 
 import pytest
+from stepwise_sampler.sampling.registry import discards_penultimate
 import torch
 
 from stepwise_sampler.sampling import SAMPLERS, SAMPLER_NAMES
 from stepwise_sampler.sampling.model import UncondTap
-from stepwise_sampler.schedulers import DISCARD_PENULTIMATE_SIGMA_SAMPLERS, SCHEDULERS, DiscreteModelSampling, \
+from stepwise_sampler.sampling.registry import DISCARD_PENULTIMATE_SIGMA_SAMPLERS
+from stepwise_sampler.schedulers import SCHEDULERS, DiscreteModelSampling, \
     ksampler_sigmas
 
 CORE_SAMPLERS = ["euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
@@ -32,7 +34,10 @@ CORE_SAMPLERS = CORE_SAMPLERS[:6] + ["exp_heun_2_x0", "exp_heun_2_x0_sde"] + COR
 def test_registries_list_every_core_name_in_core_order():
     from stepwise_sampler.sampling.profile import NEWEST, OLDEST, profile_for_version
 
-    assert SAMPLER_NAMES == CORE_SAMPLERS
+    assert SAMPLER_NAMES[:len(CORE_SAMPLERS)] == CORE_SAMPLERS  # core's, in core's order, then Stepwise's own
+    from stepwise_sampler.sampling.registry import TRAITS
+
+    assert SAMPLER_NAMES[len(CORE_SAMPLERS):] == ["res_2s", "res_3s", "fitted"] and TRAITS["fitted"].fitted
     assert list(SCHEDULERS) == CORE_SCHEDULERS
     assert list(OLDEST.sampler_names) == CORE_SAMPLERS_0_3_64 and list(NEWEST.sampler_names) == CORE_SAMPLERS
     assert list(profile_for_version("0.4.0").sampler_names) == CORE_SAMPLERS_0_3_64
@@ -44,7 +49,7 @@ def test_profiles_match_the_golden_sets_metadata(golden_dir):
 
     from stepwise_sampler.sampling.profile import profile_for_version
 
-    for root in (golden_dir, golden_dir.parent / "golden-v0.8.0"):
+    for root in (golden_dir, golden_dir.parent / "golden-v0.8.0", golden_dir.parent / "golden-v0.33.0"):
         if not (root / "cases.json").exists():
             continue
         meta = json.loads((root / "cases.json").read_text())
@@ -76,7 +81,7 @@ def test_sampler_contract(name):
     params = list(inspect.signature(fn).parameters)
     assert params[:6] == ["model", "x", "sigmas", "extra_args", "callback", "disable"]
     assert fn.__doc__ and fn.__doc__.strip(), f"{name} needs a docstring naming its method"
-    sigmas = ksampler_sigmas(MS, "karras", name, 8)
+    sigmas = ksampler_sigmas(MS, "karras", discards_penultimate(name), 8)
     events = []
     out1 = _run(name, sigmas, callback=events.append)
     out2 = _run(name, sigmas)
@@ -92,9 +97,9 @@ def test_sampler_contract(name):
 @pytest.mark.parametrize("name", CORE_SAMPLERS)
 def test_sampler_short_schedules(name):
     """One step, and a schedule ending above zero (leftover noise), both work."""
-    one = ksampler_sigmas(MS, "normal", name, 1)
+    one = ksampler_sigmas(MS, "normal", discards_penultimate(name), 1)
     assert torch.isfinite(_run(name, one)).all()
-    partial = ksampler_sigmas(MS, "normal", name, 10)[:5]
+    partial = ksampler_sigmas(MS, "normal", discards_penultimate(name), 10)[:5]
     assert float(partial[-1]) > 0
     assert torch.isfinite(_run(name, partial)).all()
 
@@ -115,7 +120,7 @@ def test_cfg_pp_samplers_read_the_uncond_tap(name):
                 tap.value = out * 0.5
             return out
 
-    sigmas = ksampler_sigmas(MS, "karras", name, 6)
+    sigmas = ksampler_sigmas(MS, "karras", discards_penultimate(name), 6)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3)) * sigmas[0]
     guided = SAMPLERS[name](Guided(), x, sigmas, extra_args={"seed": 1}, disable=True)
     plain = SAMPLERS[name](PlainModel(), x, sigmas, extra_args={"seed": 1}, disable=True)
@@ -141,12 +146,12 @@ def test_scheduler_contract(name, steps):
 @pytest.mark.parametrize("name", sorted(DISCARD_PENULTIMATE_SIGMA_SAMPLERS))
 def test_discard_penultimate(name):
     full = SCHEDULERS["karras"](MS, 11)
-    got = ksampler_sigmas(MS, "karras", name, 10)
+    got = ksampler_sigmas(MS, "karras", discards_penultimate(name), 10)
     assert torch.equal(got, torch.cat([full[:-2], full[-1:]]))
 
 
 def test_sampler_runs_on_float64_inputs():
-    sigmas = ksampler_sigmas(MS, "karras", "euler", 5).double()
+    sigmas = ksampler_sigmas(MS, "karras", discards_penultimate("euler"), 5).double()
     x = torch.randn(1, 4, 4, 4, dtype=torch.float64) * 14
     out = SAMPLERS["dpmpp_2m"](PlainModel(), x, sigmas, extra_args={"seed": 1}, disable=True)
     assert out.dtype == torch.float64 and torch.isfinite(out).all()
@@ -154,7 +159,7 @@ def test_sampler_runs_on_float64_inputs():
 
 @pytest.mark.parametrize("name", ["euler", "heun", "dpm_2", "heunpp2"])
 def test_churn_option_is_seeded_and_changes_the_result(name):
-    sigmas = ksampler_sigmas(MS, "karras", name, 8)
+    sigmas = ksampler_sigmas(MS, "karras", discards_penultimate(name), 8)
     x = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(2)) * sigmas[0]
     run = lambda **kw: SAMPLERS[name](PlainModel(), x, sigmas, extra_args={"seed": 5}, disable=True, **kw)  # noqa
     plain, churned, again = run(), run(s_churn=1.0), run(s_churn=1.0)

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
-from stepwise_sampler.standalone import demo_model as dm
+from stepwise_sampler.models import mixture, world
 
-CLIP = dm.DemoCLIP(notice=lambda msg: None)
+CLIP = world.DemoCLIP(notice=lambda msg: None)
 NEG = CLIP.encode("text, watermark")
 
 
@@ -15,10 +15,10 @@ def _components(net, h, w):
     m = net.masks(h, w, "cpu")
     mus, vs = [], []
     for j in range(m.shape[0]):
-        for a in range(len(dm.COLOURS)):
-            for g in range(len(dm.BACKGROUNDS)):
-                mu = m[j][None] * dm.COLOUR_CODES[a][:, None, None] + (1 - m[j][None]) * dm.BACKGROUND_CODES[g][:, None, None]
-                v = m[j][None] * dm.SATURATION_DIRS[a][:, None, None]
+        for a in range(len(world.COLOURS)):
+            for g in range(len(world.BACKGROUNDS)):
+                mu = m[j][None] * world.COLOUR_CODES[a][:, None, None] + (1 - m[j][None]) * world.BACKGROUND_CODES[g][:, None, None]
+                v = m[j][None] * world.SATURATION_DIRS[a][:, None, None]
                 mus.append(mu.reshape(-1))
                 vs.append((v / v.norm()).reshape(-1))
     return torch.stack(mus), torch.stack(vs)
@@ -27,10 +27,10 @@ def _components(net, h, w):
 @pytest.mark.parametrize("strength", [0.0, 0.6])
 def test_denoiser_is_the_brute_force_posterior_mean(strength):
     """Enumerate every Gaussian component (full covariance) on a 3x3 latent and compare."""
-    net = dm.DemoNetwork(dm.Style(strength=strength))
+    net = mixture.DemoNetwork(mixture.Style(strength=strength))
     h = w = 3
     mus, vs = _components(net, h, w)
-    s2, t2 = dm.COMPONENT_STD ** 2, dm.SATURATION_STD ** 2
+    s2, t2 = mixture.COMPONENT_STD ** 2, mixture.SATURATION_STD ** 2
     contexts = torch.cat([CLIP.encode("red circle left")[0][0], CLIP.encode("blue star on sky background")[0][0]])
     gen = torch.Generator().manual_seed(0)
     for sigma in (0.05, 0.7, 4.0):
@@ -55,21 +55,21 @@ def test_denoiser_is_the_brute_force_posterior_mean(strength):
 def test_token_repeats_do_not_change_the_prediction():
     ctx = CLIP.encode("red circle")[0][0]
     x = torch.randn(1, 4, 8, 8)
-    net = dm.DemoNetwork()
+    net = mixture.DemoNetwork()
     assert torch.allclose(net(x, torch.tensor([2.0]), ctx), net(x, torch.tensor([2.0]), ctx.repeat(1, 3, 1)))
 
 
 def test_clip_vocabulary_and_notices():
     seen = []
-    clip = dm.DemoCLIP(notice=seen.append)
+    clip = world.DemoCLIP(notice=seen.append)
     found, unknown = clip.parse("a (red:1.5) apple on white background, left, wibble")
-    assert ("colour", list(dm.COLOURS).index("red"), 1.5) in found
-    assert ("shape", dm.SHAPES.index("circle"), 1.0) in found
-    assert ("background", list(dm.BACKGROUNDS).index("white"), 1.0) in found
-    assert ("position", list(dm.POSITIONS).index("left"), 1.0) in found
+    assert ("colour", list(world.COLOURS).index("red"), 1.5) in found
+    assert ("shape", world.SHAPES.index("circle"), 1.0) in found
+    assert ("background", list(world.BACKGROUNDS).index("white"), 1.0) in found
+    assert ("position", list(world.POSITIONS).index("left"), 1.0) in found
     assert unknown == ["wibble"]
     cond = clip.encode("wibble red")
-    assert cond[0][0].shape == (1, dm.TOKENS, dm.CONTEXT_DIM) and "pooled_output" in cond[0][1]
+    assert cond[0][0].shape == (1, world.TOKENS, world.CONTEXT_DIM) and "pooled_output" in cond[0][1]
     assert seen and "wibble" in seen[0]
     clip.encode("wibble")
     assert len(seen) == 1, "a word is noticed once"
@@ -78,14 +78,14 @@ def test_clip_vocabulary_and_notices():
 
 
 def test_vae_round_trip():
-    vae = dm.DemoVAE()
+    vae = world.DemoVAE()
     img = torch.rand(2, 64, 48, 3)
     lat = vae.encode(img)
     assert lat.shape == (2, 4, 8, 6)
     smooth = vae.encode(torch.rand(1, 1, 1, 3).expand(1, 32, 32, 3))  # decode is bilinear: exact on smooth latents
     assert torch.allclose(vae.encode(vae.decode(smooth)), smooth, atol=1e-4)
-    codes = lat.double() * dm.SCALE_FACTOR
-    assert torch.allclose(codes.norm(dim=1), torch.full_like(codes[:, 0], dm.CODE_RADIUS), atol=1e-5)
+    codes = lat.double() * world.SCALE_FACTOR
+    assert torch.allclose(codes.norm(dim=1), torch.full_like(codes[:, 0], world.CODE_RADIUS), atol=1e-5)
     flat = torch.full((1, 16, 16, 3), 0.3)
     assert torch.allclose(vae.decode(vae.encode(flat)), flat, atol=1e-4)
     with pytest.raises(ValueError, match="pixels"):
@@ -99,7 +99,7 @@ def _sample(model, prompt, seed=0, cfg=7.0, size=32):
 
 
 def test_prompt_decides_colour_shape_and_background():
-    model, vae = dm.DemoModel(), dm.DemoVAE()
+    model, vae = mixture.DemoModel(), world.DemoVAE()
     img = vae.decode(_sample(model, "red circle on white background", seed=3))[0]
     corner = img[:8, :8].reshape(-1, 3).mean(0)
     assert corner.min() > 0.8, f"white background expected, got {corner}"
@@ -110,13 +110,13 @@ def test_prompt_decides_colour_shape_and_background():
 
 
 def test_seed_changes_the_picture_and_is_deterministic():
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     a, b, c = _sample(model, "star", 1), _sample(model, "star", 1), _sample(model, "star", 2)
     assert torch.equal(a, b) and not torch.allclose(a, c)
 
 
 def test_high_cfg_over_saturates():
-    model, vae = dm.DemoModel(), dm.DemoVAE()
+    model, vae = mixture.DemoModel(), world.DemoVAE()
     def clipped(cfg):
         img = vae.decode(_sample(model, "red circle on white background", seed=1, cfg=cfg))
         return ((img <= 0.001) | (img >= 0.999)).float().mean().item()
@@ -133,7 +133,7 @@ def _switch(model, a, b, k, seed=2, size=64, model_b=None):
 
 
 def _red_blue_round(model, samples):
-    img = dm.DemoVAE().decode(samples)[0]
+    img = world.DemoVAE().decode(samples)[0]
     shape = (img - img[:4, :4].reshape(-1, 3).mean(0)).abs().sum(-1) > 0.3
     fill = shape.float().sum().item() / max(1, (shape.any(0).sum() * shape.any(1).sum()).item())
     colour = img[shape].mean(0)
@@ -142,7 +142,7 @@ def _red_blue_round(model, samples):
 
 def test_prompt_switch_early_shape_late_details():
     """The tutorial's prompt editing: early steps decide the shape, late steps the details (colour)."""
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     assert _red_blue_round(model, _switch(model, "red circle", "blue square", 2)) == ("blue", "square")
     assert _red_blue_round(model, _switch(model, "red circle", "blue square", 8)) == ("blue", "circle")
     assert _red_blue_round(model, _switch(model, "red circle", "blue square", 16)) == ("red", "circle")
@@ -152,14 +152,14 @@ def test_prompt_switch_early_shape_late_details():
 
 
 def test_style_switched_on_late_keeps_the_composition():
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     styled = model.with_style(1.0)
     plain = _switch(model, "red apple on a table", "red apple on a table", 20, seed=99999)
     late = _switch(model, "red apple on a table", "red apple on a table", 10, seed=99999, model_b=styled)
     full = _switch(styled, "red apple on a table", "red apple on a table", 0, seed=99999)
 
     def centroid(samples):
-        img = dm.DemoVAE().decode(samples)[0]
+        img = world.DemoVAE().decode(samples)[0]
         m = img[..., 0] - img[..., 2] > 0.4
         ys, xs = torch.nonzero(m, as_tuple=True)
         return torch.stack([xs.float().mean(), ys.float().mean()])

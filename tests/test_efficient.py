@@ -10,19 +10,19 @@ import pytest
 import torch
 
 from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
-from stepwise_sampler.nodes.bridge import Observer, observe
-from stepwise_sampler.nodes.cache import RESULT_CACHE
+from stepwise_sampler.host import Observer, observe
+from stepwise_sampler.nodes.efficient import RESULT_CACHE
 from stepwise_sampler.nodes.efficient import (EMPTY_IMAGE, StepwiseKSamplerAdvancedEfficient,
                                               StepwiseKSamplerEfficient)
-from stepwise_sampler.nodes.script import StepwiseHiResFixScript, StepwiseScript
+from stepwise_sampler.nodes.scripts import StepwiseHiResFixScript, StepwiseScript
 from stepwise_sampler.preview import PreviewConfig, PreviewHook, Throttle, make_decoder
-from stepwise_sampler.standalone import demo_model as dm
+from stepwise_sampler.models import mixture, world
 
-CLIP = dm.DemoCLIP(notice=lambda m: None)
+CLIP = world.DemoCLIP(notice=lambda m: None)
 POS, NEG = CLIP.encode("red circle"), CLIP.encode("text")
 
 
-class CountingModel(dm.DemoModel):
+class CountingModel(mixture.DemoModel):
     calls = 0
 
     def apply_model(self, x, sigma, context):
@@ -56,7 +56,8 @@ def test_inputs_outputs_follow_the_efficiency_node():
                                                                                                   "vae_decode"]
     assert adv["required"]["preview_method"][0] == ["auto", "latent2rgb", "taesd", "none"]
     assert adv["required"]["vae_decode"][0] == ["true", "true (tiled)", "false", "output only", "output only (tiled)"]
-    assert list(adv["optional"]) == ["optional_vae", "script", "split_mode", "noise", "sigmas", "sampler"]
+    assert list(adv["optional"]) == ["optional_vae", "script", "split_mode", "start_at_sigma", "end_at_sigma",
+                                         "noise", "sigmas", "sampler"]
     assert adv["hidden"] == {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO", "unique_id": "UNIQUE_ID"}
     for cls in (StepwiseKSamplerEfficient, StepwiseKSamplerAdvancedEfficient):
         assert cls.RETURN_TYPES == ("MODEL", "CONDITIONING", "CONDITIONING", "LATENT", "VAE", "IMAGE")
@@ -66,7 +67,7 @@ def test_inputs_outputs_follow_the_efficiency_node():
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m_sde", "uni_pc", "euler_ancestral_cfg_pp"])
 def test_latents_equal_the_plain_nodes_bit_for_bit(sampler):
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     (plain,) = StepwiseKSampler().sample(model, 3, 6, 7.0, sampler, "karras", POS, NEG, _latent(), 1.0)
     out = eff(model, sampler=sampler, preview="latent2rgb")["result"]
     assert torch.equal(out[3]["samples"], plain["samples"])
@@ -97,7 +98,7 @@ def test_cache_hits_and_misses_exactly():
         CountingModel.calls = 0
         eff(model, **change)
         assert CountingModel.calls > 0, f"{list(change)} must re-sample"
-    styled = CountingModel(dm.Style(strength=1.0))
+    styled = CountingModel(mixture.Style(strength=1.0))
     CountingModel.calls = 0
     eff(styled)
     assert CountingModel.calls > 0, "a patched (styled) model must re-sample"
@@ -121,16 +122,16 @@ def test_cache_is_never_stale_after_in_place_edits_and_freed_models():
 
 
 def test_cache_is_bounded():
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     for seed in range(RESULT_CACHE.max_entries + 3):
         eff(model, seed=seed, steps=2)
     assert len(RESULT_CACHE) == RESULT_CACHE.max_entries
 
 
 def test_vae_decode_modes_and_images_on_the_node():
-    model, vae = dm.DemoModel(), dm.DemoVAE()
+    model, vae = mixture.DemoModel(), world.DemoVAE()
     shown = []
-    with observe(Observer(show_images=lambda imgs: shown.append(imgs) or [{"filename": "x.png"}])):
+    with observe(Observer(show_images=lambda imgs, *meta: shown.append(imgs) or [{"filename": "x.png"}])):
         res = eff(model, vae_decode="true")
         assert res["ui"]["images"] == [{"filename": "x.png"}] and len(shown) == 1
         assert torch.allclose(res["result"][5], vae.decode(res["result"][3]["samples"]))
@@ -143,7 +144,7 @@ def test_vae_decode_modes_and_images_on_the_node():
 
 
 def test_bad_inputs():
-    class NoVAE(dm.DemoModel):
+    class NoVAE(mixture.DemoModel):
         default_vae = None
 
     with pytest.raises(ValueError) as err:
@@ -151,15 +152,15 @@ def test_bad_inputs():
     assert "vae_decode" in str(err.value) and "optional_vae" in str(err.value)
     assert eff(NoVAE(), vae_decode="false")["result"][5] is EMPTY_IMAGE
     with pytest.raises(ValueError, match="preview_method.*auto, latent2rgb, taesd, none"):
-        eff(dm.DemoModel(), preview="fancy")
+        eff(mixture.DemoModel(), preview="fancy")
     with pytest.raises(ValueError, match="cannot tile"):
-        eff(dm.DemoModel(), latent=_latent(size=4), vae_decode="true (tiled)")
+        eff(mixture.DemoModel(), latent=_latent(size=4), vae_decode="true (tiled)")
     with pytest.raises(ValueError, match="script: expected a Stepwise script"):
-        eff(dm.DemoModel(), script=("hires", 1.5))
+        eff(mixture.DemoModel(), script=("hires", 1.5))
     with pytest.raises(ValueError, match="unknown script kind 'tiled_upscale'; allowed: hires_fix, noise, xy_plot"):
-        eff(dm.DemoModel(), script=StepwiseScript.make("tiled_upscale"))
+        eff(mixture.DemoModel(), script=StepwiseScript.make("tiled_upscale"))
     with pytest.raises(ValueError, match="vae_decode"):
-        eff(dm.DemoModel(), vae_decode="output only")  # an Advanced-only mode
+        eff(mixture.DemoModel(), vae_decode="output only")  # an Advanced-only mode
 
 
 def test_hires_fix_script_runs_a_second_pass_through_the_same_core():
@@ -176,7 +177,7 @@ def test_hires_fix_script_runs_a_second_pass_through_the_same_core():
 
 
 def test_previews_are_per_node_and_throttled():
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     seen = []
     with observe(Observer(on_preview=lambda s, t, img: seen.append((s, tuple(img.shape), img.dtype)))):
         eff(model, preview="latent2rgb", steps=8)
@@ -188,7 +189,7 @@ def test_previews_are_per_node_and_throttled():
         assert len(seen) == n, "'none' produces no previews"
 
     ticks = iter([0.0, 0.1, 0.2, 0.3, 0.35, 0.6, 0.61, 0.9])
-    hook = PreviewHook(make_decoder("latent2rgb", dm.DEMO_LATENT_FORMAT), lambda s, t, img: got.append((s, img is None)),
+    hook = PreviewHook(make_decoder("latent2rgb", world.DEMO_LATENT_FORMAT), lambda s, t, img: got.append((s, img is None)),
                        PreviewConfig("latent2rgb", min_interval_ms=250), clock=lambda: next(ticks))
     got: list = []
     x0 = torch.zeros(2, 4, 8, 8)
@@ -199,7 +200,7 @@ def test_previews_are_per_node_and_throttled():
 
 
 def test_batch_grid_preview():
-    hook = PreviewHook(make_decoder("latent2rgb", dm.DEMO_LATENT_FORMAT), lambda s, t, img: out.append(img),
+    hook = PreviewHook(make_decoder("latent2rgb", world.DEMO_LATENT_FORMAT), lambda s, t, img: out.append(img),
                        PreviewConfig("latent2rgb", batch_grid=True))
     out: list = []
     hook(0, torch.zeros(3, 4, 8, 8), None, 1)
@@ -251,14 +252,14 @@ def _fake_comfy(monkeypatch, interrupt_after=None):
     mods["comfy.cli_args"].args = types.SimpleNamespace(preview_method="none")
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
-    monkeypatch.delitem(sys.modules, "stepwise_sampler.nodes.comfy_bridge", raising=False)
-    bridge = importlib.import_module("stepwise_sampler.nodes.comfy_bridge")
+    monkeypatch.delitem(sys.modules, "stepwise_sampler.host.comfy", raising=False)
+    bridge = importlib.import_module("stepwise_sampler.host.comfy")
     return bridge, calls, mods
 
 
 def test_comfyui_preview_path_reports_through_progress_bar_and_leaves_global_setting(monkeypatch):
     bridge, calls, mods = _fake_comfy(monkeypatch)
-    patcher = types.SimpleNamespace(model=types.SimpleNamespace(latent_format=dm.DEMO_LATENT_FORMAT),
+    patcher = types.SimpleNamespace(model=types.SimpleNamespace(latent_format=world.DEMO_LATENT_FORMAT),
                                     load_device="cpu")
     hook = bridge.comfy_preview_callback(patcher, 5, PreviewConfig("latent2rgb", min_interval_ms=0))
     x0 = torch.zeros(1, 4, 8, 8)
@@ -272,7 +273,7 @@ def test_comfyui_preview_path_reports_through_progress_bar_and_leaves_global_set
 
 def test_comfyui_interrupt_is_checked_every_step(monkeypatch):
     bridge, calls, _ = _fake_comfy(monkeypatch, interrupt_after=2)
-    patcher = types.SimpleNamespace(model=types.SimpleNamespace(latent_format=dm.DEMO_LATENT_FORMAT),
+    patcher = types.SimpleNamespace(model=types.SimpleNamespace(latent_format=world.DEMO_LATENT_FORMAT),
                                     load_device="cpu")
     hook = bridge.comfy_preview_callback(patcher, 5, PreviewConfig("none"))
     x0 = torch.zeros(1, 4, 8, 8)
@@ -283,9 +284,9 @@ def test_comfyui_interrupt_is_checked_every_step(monkeypatch):
 
 
 def test_noise_script_opts_sde_samplers_into_fast_noise():
-    from stepwise_sampler.nodes.script import StepwiseNoiseScript
+    from stepwise_sampler.nodes.scripts import StepwiseNoiseScript
 
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     (fast,) = StepwiseNoiseScript().script("fast")
     (brownian,) = StepwiseNoiseScript().script("brownian")
     a = eff(model, sampler="dpmpp_2m_sde", script=fast, vae_decode="false")["result"][3]["samples"]
@@ -325,12 +326,12 @@ def test_taesd_without_a_decoder_says_so_once(caplog):
     """No silent fallback: preview_method taesd with no TAESD decoder shows latent2rgb and says it once."""
     import logging
 
-    from stepwise_sampler.nodes.bridge import Observer, observe
+    from stepwise_sampler.host import Observer, observe
     from stepwise_sampler.preview import hook
 
     hook._TAESD_NOTED.clear()
     seen = []
-    model = dm.DemoModel()
+    model = mixture.DemoModel()
     with caplog.at_level(logging.WARNING, logger="stepwise"), observe(Observer(on_notice=seen.append)):
         for _ in range(2):
             eff(model, preview="taesd", seed=len(seen) + 11)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
-from stepwise_sampler.sampling import SAMPLERS, common_ksampler, get_sampler
+from stepwise_sampler.sampling import SAMPLERS, SamplingRequest, common_ksampler, get_sampler
 from stepwise_sampler.schedulers import DiscreteModelSampling, calculate_sigmas
 
 
@@ -91,7 +91,7 @@ def test_registries_reject_unknown_names():
 def test_bad_conditioning(toy):
     model, conds = toy
     with pytest.raises(ValueError, match="positive"):
-        common_ksampler(model, 1, 3, 7.0, "euler", "normal", "a red circle", [[conds["ctx_neg"], {}]],
+        common_ksampler(model, SamplingRequest(seed=1, steps=3, cfg=7.0), "a red circle", [[conds["ctx_neg"], {}]],
                         {"samples": torch.zeros(1, 4, 8, 8)})
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+from stepwise_sampler.sampling.registry import discards_penultimate
 import torch
 
 from stepwise_sampler.nodes import StepwiseFitSchedule, StepwiseKSampler
 from stepwise_sampler.sampling import SAMPLERS
-from stepwise_sampler.schedulers import (FITTABLE_SAMPLERS, DiscreteModelSampling, fit_schedule, fit_schedule_report,
+from stepwise_sampler.sampling import FITTABLE_SAMPLERS, fit_schedule, fit_schedule_report
+from stepwise_sampler.schedulers import (DiscreteModelSampling,
                                          ksampler_sigmas)
-from stepwise_sampler.schedulers.fit import clear_fit_cache
+from stepwise_sampler.sampling.fit import clear_fit_cache
 from conftest import REPO
 
 MS = DiscreteModelSampling.scaled_linear()
@@ -87,8 +89,8 @@ def test_fitted_beats_karras_for_the_same_sampler_on_held_out_draws(steps):
     def run(s):
         return SAMPLERS["uni_pc"](den, test * s[0], s.clone(), extra_args={}, callback=None, disable=True)
 
-    ref = run(ksampler_sigmas(MS, "karras", "uni_pc", 500))
-    karras = (run(ksampler_sigmas(MS, "karras", "uni_pc", steps)) - ref).pow(2).mean().sqrt().item()
+    ref = run(ksampler_sigmas(MS, "karras", discards_penultimate("uni_pc"), 500))
+    karras = (run(ksampler_sigmas(MS, "karras", discards_penultimate("uni_pc"), steps)) - ref).pow(2).mean().sqrt().item()
     fitted = (run(r.sigmas) - ref).pow(2).mean().sqrt().item()
     assert fitted < karras / 1.15, (fitted, karras)
 
@@ -99,9 +101,9 @@ def test_the_fit_is_never_worse_than_karras_on_its_own_calibration_draws():
     den = Mixture(dim=8, k=4, seed=1)
     noise = _noise(64, 3, 8)
     r = fit_schedule_report(den, noise, 6, "dpmpp_2m", sigma_max=SMAX, sigma_min=SMIN, teacher_steps=60)
-    teacher = SAMPLERS["uni_pc"](den, noise * SMAX, ksampler_sigmas(MS, "karras", "uni_pc", 60), extra_args={},
+    teacher = SAMPLERS["uni_pc"](den, noise * SMAX, ksampler_sigmas(MS, "karras", discards_penultimate("uni_pc"), 60), extra_args={},
                                  callback=None, disable=True)
-    karras = ksampler_sigmas(MS, "karras", "dpmpp_2m", 6)
+    karras = ksampler_sigmas(MS, "karras", discards_penultimate("dpmpp_2m"), 6)
     err = (SAMPLERS["dpmpp_2m"](den, noise * SMAX, karras, extra_args={}, callback=None, disable=True)
            - teacher).pow(2).mean().sqrt().item()
     assert r.calibration_rmse <= err * 1.0001, (r.calibration_rmse, err)
@@ -137,8 +139,9 @@ def test_bad_arguments_are_named(kw, message):
 
 # --- the node ---------------------------------------------------------------------------------------------------
 def test_fit_schedule_node_feeds_the_sigmas_socket():
-    from stepwise_sampler.nodes.bridge import Observer, observe
-    from stepwise_sampler.standalone.demo_model import DemoCLIP, DemoModel
+    from stepwise_sampler.host import Observer, observe
+    from stepwise_sampler.models.mixture import DemoModel
+    from stepwise_sampler.models.world import DemoCLIP
 
     model, clip = DemoModel(), DemoCLIP(notice=lambda m: None)
     pos, neg = clip.encode("red circle"), clip.encode("")
@@ -156,7 +159,8 @@ def test_fit_schedule_node_feeds_the_sigmas_socket():
 
 
 def test_fit_schedule_node_errors():
-    from stepwise_sampler.standalone.demo_model import DemoCLIP, DemoModel
+    from stepwise_sampler.models.mixture import DemoModel
+    from stepwise_sampler.models.world import DemoCLIP
 
     model, clip = DemoModel(), DemoCLIP(notice=lambda m: None)
     pos = clip.encode("red circle")
@@ -173,7 +177,7 @@ def test_the_example_runs(tmp_path):
     from stepwise_sampler.standalone.cli import run_workflow_file
 
     results, ctx = run_workflow_file(REPO / "examples" / "fitted_schedule.json", tmp_path, tmp_path, quiet=True)
-    assert len(ctx.written) == 3
-    fitted = next(p for p in ctx.written if "fitted_6" in p.name)
+    assert len(ctx.written) == 4  # 50 steps, karras, fitted schedule, fitted solver
+    fitted = next(p for p in ctx.written if "fitted_schedule_6" in p.name)
     (r,) = json.loads(Image.open(fitted).text["stepwise"])["samplers"]
     assert r["scheduler"] == "sigmas socket" and len(r["sigmas"]) == 7

@@ -210,7 +210,7 @@ def test_workflow_loader_never_crashes(wf, tmp_path_factory):
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(wf=mutated_workflows())
 def test_mutated_workflows_run_or_fail_cleanly(wf, tmp_path_factory):
-    from stepwise_sampler.nodes.bridge import Observer, observe
+    from stepwise_sampler.host import Observer, observe
     from stepwise_sampler.standalone.core_nodes import RunContext, use_context
     from stepwise_sampler.standalone.workflow import WorkflowError, execute, parse_workflow
 
@@ -389,7 +389,7 @@ def test_no_route_answers_500_to_odd_names_and_bodies(fs_server, route, method, 
                                                      "seed", "steps", "sigmas", "sampler", "node_id"]), inner,
                                                     max_size=6)), max_leaves=20))
 def test_recipe_validation_accepts_or_names_a_field(doc):
-    from stepwise_sampler.nodes.recipe import RecipeError, validate_recipe
+    from stepwise_sampler.workflows.recipe import RecipeError, validate_recipe
 
     try:
         validate_recipe(doc)
@@ -402,7 +402,7 @@ def test_recipe_validation_accepts_or_names_a_field(doc):
                     max_size=40).map("".join),
        value_type=st.sampled_from(["int", "float"]), base=st.one_of(st.none(), st.integers(-10, 10), st.floats(-5, 5)))
 def test_sweep_values_parse_or_name_the_axis(text, value_type, base):
-    from stepwise_sampler.nodes.sweep import MAX_VALUES, parse_values
+    from stepwise_sampler.workflows.sweep import MAX_VALUES, parse_values
 
     try:
         values = parse_values("axis", text, base=base, value_type=value_type)

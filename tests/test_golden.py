@@ -16,17 +16,18 @@ def _cases(name):
     return [(name, c) for c in json.loads(path.read_text())["cases"]] if path.exists() else []
 
 
-_CASES = _cases("0.3.64") + _cases("0.8.0")
+_CASES = [c for name in GOLDEN_SETS for c in _cases(name)]
 SETS = list(GOLDEN_SETS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("set_name,case", _CASES, ids=[f"{n}:{c['id']}" for n, c in _CASES])
 def test_case(set_name, case):
     res = golden.run_case(load_golden(set_name), case)
     assert res.status == "passed", "; ".join(res.problems)
 
 
-@pytest.mark.parametrize("set_name,minimum", [("0.3.64", 681), ("0.8.0", 697)])
+@pytest.mark.parametrize("set_name,minimum", [("0.3.64", 681), ("0.8.0", 697), ("0.33.0", 697)])
 def test_golden_set_is_complete(set_name, minimum):
     gs = load_golden(set_name)
     assert len([c for n, c in _CASES if n == set_name]) == len(gs.cases) >= minimum
@@ -56,6 +57,7 @@ def test_within_ulp_rule():
     assert not golden.within_ulp(ref[:3], ref)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("set_name", SETS)
 def test_cross_case_checks(set_name):
     gs = load_golden(set_name)
@@ -67,8 +69,9 @@ def test_cross_case_checks(set_name):
     assert golden.check_relations(gs, outputs) == []
 
 
-def test_error_cases_name_the_seed():
-    gs = load_golden("0.8.0")
+@pytest.mark.parametrize("set_name", ["0.8.0", "0.33.0"])
+def test_error_cases_name_the_seed(set_name):
+    gs = load_golden(set_name)
     errors = [c for c in gs.cases if c["status"] == "error"]
     assert len(errors) == 4
     for case in errors:

@@ -377,7 +377,7 @@ def test_sampler_refuses_a_latent_too_large_for_memory(toy, monkeypatch):
 
     from stepwise_sampler.nodes import StepwiseKSampler
     from stepwise_sampler.sampling import resources
-    from stepwise_sampler.standalone.demo_model import DemoModel
+    from stepwise_sampler.models.mixture import DemoModel
 
     monkeypatch.setattr(resources, "_BUDGET", [2 ** 30])
     with pytest.raises(ValueError, match=r"^latent_image: .*GB"):

@@ -139,9 +139,11 @@ def test_load_image_within_the_pixel_limit_but_over_the_memory_budget_is_refused
           "3": {"class_type": "VAEDecode", "inputs": {"samples": ["2", 0], "vae": ["4", 2]}},
           "5": {"class_type": "SaveImage", "inputs": {"images": ["3", 0], "filename_prefix": "big"}}}
     (tmp_path / "wf.json").write_text(json.dumps(wf))
-    code = ("import resource, sys\nfrom stepwise_sampler.standalone.cli import main\n"
+    # VmHWM is this process's own peak; ru_maxrss would include the forking parent's (Linux keeps it over exec)
+    code = ("import sys\nfrom stepwise_sampler.standalone.cli import main\n"
             "rc = main(sys.argv[1:])\n"
-            "print('PEAK', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\nsys.exit(rc)\n")
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]\n"
+            "print('PEAK', hwm, file=sys.stderr)\nsys.exit(rc)\n")
     proc = subprocess.run([sys.executable, "-c", code, "run", str(tmp_path / "wf.json"), "--out",
                            str(tmp_path / "out"), "--input-dir", str(tmp_path / "in"), "--memory-budget", "300MB"],
                           capture_output=True, text=True, timeout=300)
@@ -315,7 +317,7 @@ def test_sweep_takes_the_whole_seed_range_exactly(tmp_path, capsys):
 def test_fit_schedule_arguments_are_checked_and_named(kw, name):
     import torch
 
-    from stepwise_sampler.schedulers import fit_schedule
+    from stepwise_sampler.sampling import fit_schedule
 
     args = {"steps": 6, "sampler_name": "uni_pc", "sigma_max": 14.6, "sigma_min": 0.03, **kw}
 

@@ -13,7 +13,7 @@ import numpy
 import pytest
 from PIL import Image, PngImagePlugin
 
-from stepwise_sampler.nodes.migrate import MIGRATED_FROM, SAMPLER_TYPES, migrate_workflow
+from stepwise_sampler.workflows.migrate import MIGRATED_FROM, SAMPLER_TYPES, migrate_workflow
 from stepwise_sampler.standalone.cli import main as cli_main, remake_from_png, run_workflow_file
 from stepwise_sampler.standalone.demo import draw_picture
 from stepwise_sampler.standalone.workflow import WorkflowError, load_workflow
@@ -345,7 +345,7 @@ def _recipe(png: Path) -> dict:
 def test_every_saved_png_carries_a_recipe_with_the_sigmas_that_ran(tmp_path, input_dir):
     from stepwise_sampler import __version__
     from stepwise_sampler.schedulers import calculate_sigmas
-    from stepwise_sampler.standalone.demo_model import DemoModel
+    from stepwise_sampler.models.mixture import DemoModel
 
     sampling = DemoModel().model_sampling
 
@@ -363,7 +363,7 @@ def test_every_saved_png_carries_a_recipe_with_the_sigmas_that_ran(tmp_path, inp
             node = api[r["node_id"]]["inputs"]
             assert r["seed"] == node.get("seed", node.get("noise_seed"))
             assert r["sampler"] == node["sampler_name"] and r["scheduler"] == node["scheduler"]
-            assert r["profile"] in ("0.3.64", "0.8.0") and r["split_mode"] == "comfy"
+            assert r["profile"] in ("0.3.64", "0.8.0", "0.33.0") and r["split_mode"] == "comfy"
             assert r["models"] and r["models"][0]["ckpt_name"]
             full = calculate_sigmas(sampling, r["scheduler"], node["steps"]).tolist()
             start = r["start_at_step"] or 0

@@ -6,7 +6,7 @@ import torch
 import stepwise_sampler
 from stepwise_sampler.nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS, StepwiseKSampler, \
     StepwiseKSamplerAdvanced
-from stepwise_sampler.nodes.bridge import Observer, observe
+from stepwise_sampler.host import Observer, observe
 
 # (name, type, default, min, max) exactly as core's nodes.py (v0.3.64) declares them
 CORE_KSAMPLER = [

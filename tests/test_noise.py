@@ -1,6 +1,7 @@
 """The fast SDE noise source has the Brownian tree's statistics, including nested intervals."""
 from __future__ import annotations
 
+from stepwise_sampler.sampling.registry import discards_penultimate
 import torch
 
 from stepwise_sampler.sampling import SAMPLERS, BrownianTreeNoiseSampler, FastBrownianNoiseSampler
@@ -34,7 +35,7 @@ def test_fast_noise_is_seeded_and_unit_normal():
 def test_fast_noise_final_statistics_match_brownian():
     """dpmpp_2m_sde with either source: the same distribution of results (moments over many seeds)."""
     ms = DiscreteModelSampling.scaled_linear()
-    sigmas = ksampler_sigmas(ms, "karras", "dpmpp_2m_sde", 10)
+    sigmas = ksampler_sigmas(ms, "karras", discards_penultimate("dpmpp_2m_sde"), 10)
 
     def model(x, sigma, **kw):
         return x * (0.25 / (0.25 + sigma.view(-1, 1, 1, 1) ** 2))
@@ -59,7 +60,7 @@ def test_fast_weight_form_equals_the_step_form_with_the_same_noise(name, schedul
     """The opt-in fast path rewrites the update with precomputed weights; given the same noise draws it
     is the same algorithm as the step-by-step form (to float rounding)."""
     ms = DiscreteModelSampling.scaled_linear()
-    sigmas = ksampler_sigmas(ms, scheduler, name, 9)
+    sigmas = ksampler_sigmas(ms, scheduler, discards_penultimate(name), 9)
 
     def model(x, sigma, **kw):
         return torch.tanh(x) * (0.5 / (0.5 + sigma.view(-1, 1, 1, 1)))

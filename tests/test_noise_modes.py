@@ -7,11 +7,13 @@ import math
 import pytest
 import torch
 
+from stepwise_sampler.sampling.registry import NAMED_SAMPLERS
+
 from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseNoise
 from stepwise_sampler.sampling import SAMPLERS, prepare_noise
 from stepwise_sampler.sampling.noise import NoiseSource, slerp
 
-ALL = list(SAMPLERS)
+ALL = list(NAMED_SAMPLERS)
 
 
 def _noise(seed, mode="comfy", vseed=0, strength=0.0, sde="brownian"):
@@ -26,8 +28,11 @@ def _conds(toy):
 def _run(toy, sampler, latent, noise=None, seed=9, steps=5, cfg=6.0):
     model, _ = toy
     pos, neg = _conds(toy)
-    return StepwiseKSampler().sample(model, seed, steps, cfg, sampler, "karras", pos, neg, latent, 1.0,
-                                     noise=noise)[0]["samples"]
+    from test_seamless import _socket
+
+    name, socket = _socket(sampler)
+    return StepwiseKSampler().sample(model, seed, steps, cfg, name, "karras", pos, neg, latent, 1.0,
+                                     noise=noise, sampler=socket)[0]["samples"]
 
 
 def _rel(a, b):
@@ -145,7 +150,7 @@ def test_noise_node_validates_and_describes():
 
 
 def test_noise_settings_are_in_the_ui_output(toy):
-    from stepwise_sampler.nodes.bridge import Observer, observe
+    from stepwise_sampler.host import Observer, observe
 
     model, _ = toy
     pos, neg = _conds(toy)
@@ -159,12 +164,12 @@ def test_noise_settings_are_in_the_ui_output(toy):
 
 def test_the_sde_noise_script_still_applies(toy):
     from stepwise_sampler.nodes import StepwiseKSamplerEfficient, StepwiseNoiseScript
-    from stepwise_sampler.nodes.cache import RESULT_CACHE
-    from stepwise_sampler.standalone.demo_model import DemoModel
+    from stepwise_sampler.nodes.efficient import RESULT_CACHE
+    from stepwise_sampler.models.mixture import DemoModel
 
     RESULT_CACHE.clear()
     model = DemoModel()
-    from stepwise_sampler.standalone.demo_model import DemoCLIP
+    from stepwise_sampler.models.world import DemoCLIP
 
     c = DemoCLIP(notice=lambda m: None)
     pos, neg = c.encode("red circle"), c.encode("blue")

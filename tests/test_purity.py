@@ -29,3 +29,34 @@ def test_importing_the_pack_and_running_the_core_does_not_import_comfy():
             "from stepwise_sampler.sampling import SAMPLERS; "
             "assert not [m for m in sys.modules if m == 'comfy' or m.startswith('comfy.')], 'comfy imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+#: the layers, top first: a package may import its own modules and those of any later layer, never an earlier one
+LAYERS = [("standalone", "examples"), ("nodes",), ("host",), ("workflows", "models"), ("sampling",),
+          ("schedulers", "preview")]
+
+
+def _layer(package: str) -> int | None:
+    return next((k for k, names in enumerate(LAYERS) if package in names), None)
+
+
+def test_layers_import_downward_only():
+    """Relative imports at any depth (module level or inside functions) go to the same or a lower layer."""
+    offenders = []
+    for names in LAYERS:
+        for folder in names:
+            for path in (REPO / folder).rglob("*.py"):
+                rel = path.relative_to(REPO)
+                here = _layer(rel.parts[0])
+                for node in ast.walk(ast.parse(path.read_text())):
+                    if not isinstance(node, ast.ImportFrom) or node.level == 0:
+                        continue
+                    base = list(rel.parts[:-1])
+                    base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                    target = (base + (node.module.split(".") if node.module else []))
+                    if not target:
+                        continue
+                    there = _layer(target[0])
+                    if there is not None and here is not None and there < here:
+                        offenders.append(f"{rel}:{node.lineno} imports {'.'.join(target)}")
+    assert offenders == []

@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import pytest
+from stepwise_sampler.sampling.registry import discards_penultimate
 import torch
 
 from stepwise_sampler.nodes import (StepwiseKSampler, StepwiseKSamplerAdvanced, StepwiseSampler, StepwiseSchedule)
-from stepwise_sampler.nodes.bridge import Observer, observe
+from stepwise_sampler.host import Observer, observe
 from stepwise_sampler.sampling.profile import NEWEST
 from stepwise_sampler.schedulers import SCHEDULER_NAMES, ksampler_sigmas
 from stepwise_sampler.schedulers.extra import AYS_LEVELS, SCHEDULE_NAMES, schedule_sigmas
@@ -37,7 +38,7 @@ def test_core_nine_are_identical_through_the_schedule_node(toy):
     for name in SCHEDULER_NAMES:
         for steps, denoise in ((7, 1.0), (20, 0.55), (3, 1.0)):
             (sig,) = StepwiseSchedule().make(model, name, steps, denoise)
-            assert torch.equal(sig, ksampler_sigmas(model.model_sampling, name, "euler", steps, denoise)), name
+            assert torch.equal(sig, ksampler_sigmas(model.model_sampling, name, discards_penultimate("euler"), steps, denoise)), name
 
 
 def test_ays_sd1_at_10_steps_is_the_published_list(toy):
@@ -73,7 +74,7 @@ def test_a_sigmas_socket_with_cores_karras_equals_the_widget(toy, sampler):
     model, _ = toy
     pos, neg = _conds(toy)
     latent = {"samples": torch.zeros(1, 4, 8, 8)}
-    sig = ksampler_sigmas(model.model_sampling, "karras", sampler, 10)
+    sig = ksampler_sigmas(model.model_sampling, "karras", discards_penultimate(sampler), 10)
     (widget,) = StepwiseKSampler().sample(model, 4, 10, 6.0, sampler, "karras", pos, neg, latent, 1.0)
     (socket,) = StepwiseKSampler().sample(model, 4, 99, 6.0, sampler, "normal", pos, neg, latent, 0.3, sigmas=sig)
     assert torch.equal(widget["samples"], socket["samples"])
@@ -136,11 +137,11 @@ def test_core_combos_stay_core_lists():
     assert req["scheduler"][0] == list(NEWEST.scheduler_names)
     assert "ays_sd1" not in req["scheduler"][0]
     adv = StepwiseKSamplerAdvanced.INPUT_TYPES()
-    assert list(adv["optional"]) == ["split_mode", "noise", "sigmas", "sampler"]
+    assert list(adv["optional"]) == ["split_mode", "start_at_sigma", "end_at_sigma", "noise", "sigmas", "sampler"]
 
 
 def test_schedule_route_serves_extra_schedules():
-    from stepwise_sampler.nodes.schedule_api import sigmas_response
+    from stepwise_sampler.host.api import sigmas_response
 
     status, body = sigmas_response({"schedule": "gits", "steps": "10", "coeff": "1.05", "start": "3"})
     assert status == 200 and len(body["sigmas"]) == 11 and body["start"] == 3

@@ -6,16 +6,27 @@ from __future__ import annotations
 import copy
 
 import pytest
+from stepwise_sampler.sampling.registry import discards_penultimate
 import torch
 
 from stepwise_sampler.nodes import StepwiseKSampler, StepwiseKSamplerAdvanced
-from stepwise_sampler.nodes.bridge import Observer, observe
+from stepwise_sampler.host import Observer, observe
 from stepwise_sampler.sampling import SAMPLERS, CFGDenoiser, parse_conditioning
-from stepwise_sampler.sampling.registry import SELF_STEPPING_SAMPLERS
+from stepwise_sampler.sampling.registry import NAMED_SAMPLERS, SELF_STEPPING_SAMPLERS
 from stepwise_sampler.sampling.seamless import STATE_KEY, samples_digest, step_starts
 
-SPLITTABLE = [name for name in SAMPLERS if name not in SELF_STEPPING_SAMPLERS]
+SPLITTABLE = [name for name in NAMED_SAMPLERS if name not in SELF_STEPPING_SAMPLERS]
 ADV = StepwiseKSamplerAdvanced()
+
+
+def _socket(sampler):
+    """(the widget's name, the sampler input): Stepwise-only samplers (res_2s, ...) come through Sampler (Stepwise)."""
+    from stepwise_sampler.host.profile import sampler_names
+    from stepwise_sampler.nodes import StepwiseSampler
+
+    if sampler in sampler_names():
+        return sampler, None
+    return "euler", StepwiseSampler().make(sampler)[0]
 
 
 def _conds(toy):
@@ -28,11 +39,12 @@ def _chain(model, sampler, scheduler, pos, neg, latent, cuts, steps, cfg=7.0, se
     """KSampler Advanced nodes over [0, cuts[0]], [cuts[0], cuts[1]], ..., [cuts[-1], end]."""
     bounds = [0] + list(cuts) + [10000]
     out = latent
+    sampler, socket = _socket(sampler)
     for k in range(len(bounds) - 1):
         first, last = k == 0, k == len(bounds) - 2
         (out,) = ADV.sample((models or [model] * 9)[k], "enable" if first else "disable", seed if first else 0, steps,
                             cfg, sampler, scheduler, (poss or [pos] * 9)[k], (negs or [neg] * 9)[k], out, bounds[k],
-                            bounds[k + 1], "disable" if last else "enable", split_mode=mode)
+                            bounds[k + 1], "disable" if last else "enable", split_mode=mode, sampler=socket)
     return out
 
 
@@ -40,13 +52,15 @@ def _rel(a, b):
     return (a - b).abs().max().item() / max(1.0, b.abs().max().item())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheduler", ["karras", "normal"])
 @pytest.mark.parametrize("sampler", SPLITTABLE)
 def test_chains_equal_the_single_run(toy, sampler, scheduler):
     model, _ = toy
     pos, neg = _conds(toy)
     latent = {"samples": torch.zeros(2, 4, 8, 8)}
-    (single,) = StepwiseKSampler().sample(model, 42, 9, 7.0, sampler, scheduler, pos, neg, latent, 1.0)
+    name, socket = _socket(sampler)
+    (single,) = StepwiseKSampler().sample(model, 42, 9, 7.0, name, scheduler, pos, neg, latent, 1.0, sampler=socket)
     two = _chain(model, sampler, scheduler, pos, neg, latent, [4], 9)
     three = _chain(model, sampler, scheduler, pos, neg, latent, [2, 6], 9)
     for out in (two, three):
@@ -82,7 +96,7 @@ def test_batches_masks_cfg1_and_cfg_pp(toy, sampler, cfg):
 
 def test_state_is_plain_versioned_data_and_the_latent_works_elsewhere(toy):
     from stepwise_sampler.standalone.core_nodes import VAEDecode
-    from stepwise_sampler.standalone.demo_model import DemoVAE
+    from stepwise_sampler.models.world import DemoVAE
 
     model, _ = toy
     pos, neg = _conds(toy)
@@ -172,7 +186,7 @@ def test_step_starts_follow_the_callbacks(toy):
     model, _ = toy
     from stepwise_sampler.schedulers import ksampler_sigmas
 
-    sig = ksampler_sigmas(model.model_sampling, "karras", "heun", 5)
+    sig = ksampler_sigmas(model.model_sampling, "karras", discards_penultimate("heun"), 5)
     assert step_starts(SAMPLERS["euler"], sig, (1, 4, 8, 8), model, {}) == [0, 1, 2, 3, 4]
     assert step_starts(SAMPLERS["heun"], sig, (1, 4, 8, 8), model, {}) == [0, 2, 4, 6, 8]  # last step: one call
     assert step_starts(SAMPLERS["seeds_3"], sig, (1, 4, 8, 8), model, {}) == [0, 3, 6, 9, 12]

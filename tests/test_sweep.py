@@ -12,11 +12,13 @@ from PIL import Image
 
 from stepwise_sampler.nodes import (StepwiseKSamplerAdvancedEfficient, StepwiseKSamplerEfficient, StepwiseNoise,
                                     StepwiseXYPlot)
-from stepwise_sampler.nodes.bridge import Observer, observe
-from stepwise_sampler.nodes.sweep import GridBuilder, parse_values
-from stepwise_sampler.nodes.xyplot import CELL_CACHE
+from stepwise_sampler.host import Observer, observe
+from stepwise_sampler.preview.grid import GridBuilder
+from stepwise_sampler.workflows.sweep import parse_values
+from stepwise_sampler.nodes.scripts import CELL_CACHE
 from stepwise_sampler.standalone.cli import main as cli_main, remake_from_png
-from stepwise_sampler.standalone.demo_model import DemoCLIP, DemoModel, DemoVAE
+from stepwise_sampler.models.mixture import DemoModel
+from stepwise_sampler.models.world import DemoCLIP, DemoVAE
 from conftest import REPO
 
 EXAMPLES = REPO / "examples"
@@ -239,7 +241,7 @@ def test_memory_does_not_grow_with_the_cells(demo):
 
 
 def test_big_grids_shrink_their_cells(monkeypatch):
-    import stepwise_sampler.nodes.sweep as sweep
+    import stepwise_sampler.preview.grid as sweep
 
     monkeypatch.setattr(sweep, "MAX_GRID_PIXELS", 4 * 32 * 32)
     g = GridBuilder(("x", [1, 2]), ("y", [1, 2]), None)
@@ -332,8 +334,10 @@ def _have_ray() -> bool:
     return True
 
 
-needs_ray = pytest.mark.skipif(not _have_ray() and not os.environ.get("STEPWISE_REQUIRE_RAY"),
-                               reason="ray is not installed (pip install -e '.[ray]')")
+def needs_ray(fn):
+    """A Ray test: slow (a local Ray cluster starts), skipped without the extra unless CI requires it."""
+    return pytest.mark.slow(pytest.mark.skipif(not _have_ray() and not os.environ.get("STEPWISE_REQUIRE_RAY"),
+                                               reason="ray is not installed (pip install -e '.[ray]')")(fn))
 
 
 @needs_ray

@@ -17,10 +17,12 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..preview import PREVIEW_METHODS
+from .subgraphs import definitions
+
 __all__ = ["migrate_workflow", "MigrationReport", "SAMPLER_TYPES", "RULES"]
 
 MIGRATED_FROM = "stepwise_migrated_from"
-PREVIEW_METHODS = ("auto", "latent2rgb", "taesd", "none")
 UPSCALE_METHODS = ("nearest-exact", "bilinear", "area", "bicubic")
 LEGACY_STATES = ("Sample", "Hold", "Script")
 #: the sampler node types that migration replaces (none of them is left afterwards)
@@ -37,7 +39,8 @@ class MigrationReport:
         for c in self.changed:
             title = f" '{c['title']}'" if c.get("title") else ""
             notes = "".join(f"; {n}" for n in c.get("notes", []))
-            out.append(f"node {c['node']}{title}: {c['from']} -> {c['to']}{notes}")
+            where = f" in subgraph '{c['subgraph']}'" if c.get("subgraph") else ""
+            out.append(f"node {c['node']}{where}{title}: {c['from']} -> {c['to']}{notes}")
         for n in self.not_migrated:
             out.append(f"node {n['node']}: {n['type']} not migrated: {n['reason']}")
         return out or ["nothing to migrate"]
@@ -147,7 +150,6 @@ RULES: dict[str, Rule] = {
 }
 BYPASSED = {"Tiled Upscaler Script": "no Stepwise equivalent (tiled ControlNet upscaling is outside this pack); the "
                                      "node is bypassed, so the sampler runs without it"}
-LEFT_ALONE: dict[str, str] = {}
 
 
 # --- efficiency-nodes' XY Plot and its XY Input nodes -> XY Plot (Stepwise) -------------------------------------------
@@ -332,20 +334,39 @@ def _rewire_noise_script(wf: dict, nodes: dict, node: dict, notes: list) -> None
 
 
 def _migrate_ui(wf: dict, report: MigrationReport, only: set | None) -> dict:
+    """The editor format: the top level, then every subgraph definition (its nodes serve all its instances; they are
+    reported as ``subgraph NAME``; ``only`` picks them by execution id ``instance:inner``)."""
     wf = copy.deepcopy(wf)
+    _migrate_graph(wf, report, only, None)
+    defs = definitions(wf)
+    if defs:
+        instances: dict[str, list] = {}
+        for graph in [wf] + list(defs.values()):
+            for n in graph.get("nodes") or []:
+                if isinstance(n, dict) and n.get("type") in defs:
+                    instances.setdefault(n["type"], []).append(n.get("id"))
+        for sub_id, sub in defs.items():
+            inner_only = None
+            if only is not None:
+                inner_only = {str(i).rsplit(":", 1)[1] for i in only if ":" in str(i)
+                              and any(str(i).rsplit(":", 1)[0].split(":")[-1] == str(x)
+                                      for x in instances.get(sub_id, []))}
+            _migrate_graph(sub, report, inner_only, sub.get("name") or sub_id)
+    return wf
+
+
+def _migrate_graph(wf: dict, report: MigrationReport, only: set | None, subgraph: str | None) -> None:
+    """Migrate one graph level in place (the workflow itself or one subgraph definition)."""
     nodes = {n.get("id"): n for n in wf.get("nodes") or [] if isinstance(n, dict)}
     for node in list(nodes.values()):
         kind = node.get("type")
-        if only is not None and node.get("id") not in only:
+        if only is not None and node.get("id") not in only and str(node.get("id")) not in only:
             continue
         title = node.get("title")
         if kind in BYPASSED:
             if node.get("mode") != 4:
                 node["mode"] = 4
                 report.not_migrated.append({"node": node.get("id"), "type": kind, "reason": BYPASSED[kind]})
-            continue
-        if kind in LEFT_ALONE:
-            report.not_migrated.append({"node": node.get("id"), "type": kind, "reason": LEFT_ALONE[kind]})
             continue
         if kind == XY_PLOT:
             _migrate_xy_ui(wf, nodes, node, report)
@@ -369,8 +390,10 @@ def _migrate_ui(wf: dict, report: MigrationReport, only: set | None) -> dict:
             notes.append("a script chained into it is dropped (Stepwise scripts do not chain)")
         if kind == "HighRes-Fix Script":
             node["inputs"] = [i for i in node.get("inputs") or [] if i.get("name") != "script"]
-        report.changed.append({"node": node.get("id"), "title": title, "from": kind, "to": rule.to, "notes": notes})
-    return wf
+        entry = {"node": node.get("id"), "title": title, "from": kind, "to": rule.to, "notes": notes}
+        if subgraph is not None:
+            entry["subgraph"] = subgraph
+        report.changed.append(entry)
 
 
 # --- the API format -----------------------------------------------------------------------------------------------
@@ -382,8 +405,8 @@ def _migrate_api(prompt: dict, report: MigrationReport, only: set | None) -> dic
         kind = node.get("class_type")
         if only is not None and nid not in only:
             continue
-        if kind in BYPASSED or kind in LEFT_ALONE:
-            report.not_migrated.append({"node": nid, "type": kind, "reason": BYPASSED.get(kind) or LEFT_ALONE[kind]})
+        if kind in BYPASSED:
+            report.not_migrated.append({"node": nid, "type": kind, "reason": BYPASSED[kind]})
             continue
         if kind == XY_PLOT:
             _migrate_xy_api(prompt, nid, node, report)
@@ -452,12 +475,20 @@ def _migrate_xy_api(prompt: dict, nid: str, node: dict, report: MigrationReport)
                            "notes": [f"axis {a}: {v}" for a, v in axes.values()]})
 
 
-def migrate_workflow(data: Any, only: set | None = None) -> tuple[Any, MigrationReport]:
+def migrate_workflow(data: Any, only: set | None = None, stages: bool = False) -> tuple[Any, MigrationReport]:
     """(migrated copy, report) for a workflow in the editor's format or the API format; ``only`` limits the
-    migration to those node ids."""
+    migration to those node ids; ``stages`` also folds split KSampler Advanced chains into Stages nodes."""
     report = MigrationReport()
     if isinstance(data, dict) and isinstance(data.get("nodes"), list):
-        return _migrate_ui(data, report, only), report
+        migrated = _migrate_ui(data, report, only)
+        if stages:
+            from .fold_stages import fold_stages
+
+            migrated, folds = fold_stages(migrated)
+            report.changed.extend(folds)
+        return migrated, report
+    if stages:
+        raise ValueError("--stages: folds workflows in the editor's format (nodes/links); this is the API format")
     if isinstance(data, dict) and data and all(isinstance(v, dict) and "class_type" in v for v in data.values()):
         return _migrate_api(data, report, {str(i) for i in only} if only else None), report
     raise ValueError("workflow: not a ComfyUI workflow (the editor's format with nodes/links, or the API format)")

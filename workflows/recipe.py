@@ -1,5 +1,6 @@
-"""Recipes: what a sampler node actually ran (the seed after "randomize", the sigmas, the noise mode, the split
-mode, the profile, the pack version), for PNG metadata and the nodes' UI output.
+"""Recipes: what a sampler node actually ran (its :class:`~..sampling.SamplingRequest` in the widget vocabulary, the
+seed after "randomize", the sigmas, the noise mode, the seamless hand-off, the pack version), for PNG metadata and
+the nodes' UI output; :meth:`SamplingRequest.from_recipe` reads one back.
 
 A PNG's ``stepwise`` text chunk holds :func:`recipe_document`: ``{"format": "stepwise-recipe", "version": 1,
 "stepwise": <pack version>, "saved_by": <save node id>, "image": <index in its batch>, "samplers": [<recipe>...]}``,
@@ -15,40 +16,24 @@ RECIPE_FORMAT = "stepwise-recipe"
 
 
 def _pack_version() -> str:
-    from .. import __version__
+    from ..version import __version__
 
     return __version__
 
 
-def run_recipe(info, node_id, sampler_name: str, scheduler: str, steps: int, cfg: float, kw: dict,
-               profile, model: Any) -> dict:
-    """One sampler run: everything that decided its numbers."""
+def run_recipe(info, node_id, request, model: Any) -> dict:
+    """One sampler run: its request's settings (the widget vocabulary) and what the run decided: the seed that
+    actually ran, the noise, the seamless hand-off and the sigmas."""
     source = info.noise_source
-    sigmas = None if info.sigmas is None else [float(v) for v in info.sigmas.tolist()]
-    recipe = {
-        "node_id": None if node_id is None else str(node_id),
-        "profile": profile.comfyui_version,
-        "seed": None if source is None else source.seed,
-        "sampler": sampler_name,
-        "sampler_options": {k: v for k, v in (kw.get("sampler_extra") or {}).items()},
-        "scheduler": "sigmas socket" if kw.get("sigmas") is not None else scheduler,
-        "steps": steps,
-        "cfg": float(cfg),
-        "denoise": kw.get("denoise", 1.0),
-        "start_at_step": kw.get("start_step"),
-        "end_at_step": kw.get("last_step"),
-        "add_noise": not kw.get("disable_noise", False),
-        "return_with_leftover_noise": not kw.get("force_full_denoise", False) if kw.get("last_step") is not None
-        else None,
-        "split_mode": kw.get("split_mode", "comfy"),
-        "seamless": info.seamless,
-        "noise": None if source is None else source.describe(),
-        "sigmas": sigmas,
-        "sampled": bool(info.sampled),
-        "model": getattr(model, "name", None) or type(getattr(model, "model", model)).__name__,
-    }
-    if kw.get("native_sampler") is not None:
-        recipe["sampler"] = f"{sampler_name} (ComfyUI's own)"
+    settings = request.to_recipe()
+    recipe = {"node_id": None if node_id is None else str(node_id), **settings,
+              "seed": None if source is None else source.seed,
+              "seamless": info.seamless,
+              "noise": None if source is None else source.describe(),
+              "sigmas": None if info.sigmas is None else [float(v) for v in info.sigmas.tolist()],
+              "sampled": bool(info.sampled),
+              "latent_shape": None if info.shape is None else list(info.shape),
+              "model": getattr(model, "name", None) or type(getattr(model, "model", model)).__name__}
     return recipe
 
 

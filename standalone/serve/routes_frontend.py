@@ -15,7 +15,7 @@ from .state import ServerState
 __all__ = ["add_frontend_routes", "node_info", "SERVER_FEATURES", "JS_DIR"]
 
 JS_DIR = Path(__file__).resolve().parent.parent.parent / "js"
-SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024}
+SERVER_FEATURES = {"supports_preview_metadata": True, "max_upload_size": 100 * 1024 * 1024, "node_replacements": True}
 
 
 def node_info(name: str, cls: type) -> dict:
@@ -31,6 +31,7 @@ def node_info(name: str, cls: type) -> dict:
         "display_name": NODE_DISPLAY_NAME_MAPPINGS.get(name, name),
         "description": getattr(cls, "DESCRIPTION", "") or "", "python_module": "stepwise_sampler",
         "category": getattr(cls, "CATEGORY", "sd"), "output_node": bool(getattr(cls, "OUTPUT_NODE", False)),
+        "search_aliases": list(getattr(cls, "SEARCH_ALIASES", [])),
     }
 
 
@@ -112,6 +113,15 @@ def add_frontend_routes(routes: web.RouteTableDef, both, state: ServerState, roo
     async def features(request):
         return web.json_response(SERVER_FEATURES)
 
+    @both("GET", "/node_replacements")
+    async def node_replacements(request):
+        from ...workflows.replacements import node_replacements as entries
+
+        out: dict[str, list] = {}
+        for entry in entries():
+            out.setdefault(entry["old_node_id"], []).append(entry)
+        return web.json_response(out)
+
     @both("GET", "/users")
     async def users(request):
         return web.json_response({"storage": "server", "migrated": True})
@@ -157,8 +167,30 @@ def add_frontend_routes(routes: web.RouteTableDef, both, state: ServerState, roo
     async def userdata_write(request):
         return web.json_response({"path": request.match_info["file"][:256]})
 
+    from ...examples import EXAMPLES_DIR
+
+    def example_names() -> list[str]:
+        return sorted(p.stem for p in EXAMPLES_DIR.glob("*.json"))
+
+    @both("GET", "/workflow_templates")
+    async def workflow_templates(request):
+        """As ComfyUI lists a custom node pack's examples: {pack: [names]} (the templates dialog)."""
+        return web.json_response({"stepwise": example_names()})
+
+    @routes.get("/api/workflow_templates/stepwise/{name}")
+    async def workflow_template_file(request):
+        """An example (NAME.json) or its thumbnail (NAME.jpg), as ComfyUI serves a pack's example folder."""
+        name = request.match_info["name"]
+        stem, _, ext = name.rpartition(".")
+        if ext not in ("json", "jpg") or stem not in example_names():
+            return web.json_response({"error": f"{name[:80]}: not an example of this pack"}, status=404)
+        path = EXAMPLES_DIR / name
+        if not path.is_file():
+            return web.json_response({"error": f"{name[:80]}: not found"}, status=404)
+        return web.FileResponse(path, headers={"Cache-Control": "no-cache"})
+
     for path, value in (("/embeddings", []), ("/models", []), ("/experiment/models", []), ("/i18n", {}),
-                        ("/workflow_templates", {}), ("/node_replacements", {}), ("/global_subgraphs", {})):
+                        ("/node_replacements", {}), ("/global_subgraphs", {})):
         both("GET", path)(_constant(value))
     routes.get("/templates/index.json")(_constant([]))
     routes.get("/internal/logs/raw")(_constant({"entries": [], "size": {"cols": 80, "rows": 24}}))

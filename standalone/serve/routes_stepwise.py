@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ...nodes.schedule_api import migrate_response, sigmas_response
+from ...host.api import migrate_response, sigmas_response
 from .hygiene import json_body
 
 __all__ = ["add_stepwise_routes", "DEFAULT_EXAMPLE"]
@@ -29,3 +29,21 @@ def add_stepwise_routes(both) -> None:
     async def stepwise_sigmas(request):
         status, body = sigmas_response(request.rel_url.query)
         return web.json_response(body, status=status)
+
+    @both("POST", "/stepwise/flatten")
+    async def stepwise_flatten(request):
+        """An editor-format graph as the API prompt `stepwise run` executes (subgraphs flattened to ``12:5`` ids):
+        the same answer as the frontend's own "queue" conversion, for checking one against the other."""
+        from ..workflow import WorkflowError, ui_to_prompt
+
+        graph = await json_body(request, dict, "workflow")
+        if not isinstance(graph.get("nodes"), list):
+            return web.json_response({"error": "workflow: expected the editor's format (nodes/links)"}, status=400)
+        try:
+            prompt = ui_to_prompt(graph)
+        except WorkflowError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        nodes = {nid: {"class_type": n["class_type"],
+                       "inputs": {k: v for k, v in n["inputs"].items() if not type(v).__name__ == "_Missing"}}
+                 for nid, n in prompt.nodes.items()}
+        return web.json_response({"prompt": nodes})

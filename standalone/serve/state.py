@@ -17,7 +17,7 @@ from typing import Any
 
 from ...preview import PreviewConfig
 from ..core_nodes import RunContext, use_context
-from ...nodes.bridge import Observer, observe
+from ...host import Observer, observe
 from ..registry import node_registry
 from ..workflow import Prompt, WorkflowError, execute, parse_workflow
 from .hygiene import BadRequest
@@ -196,10 +196,10 @@ class ServerState:
             outputs[nid] = ui
             self.send("executed", {"node": nid, "display_node": nid, "output": ui, "prompt_id": prompt_id}, sid)
 
-        def show(images) -> list[dict]:
+        def show(images, prompt=None, extra_pnginfo=None) -> list[dict]:
             from ..core_nodes import show_on_node
 
-            return show_on_node(images)
+            return show_on_node(images, prompt, extra_pnginfo)
 
         ctx = RunContext(output_dir=self.out_dir, input_dir=self.input_dir, temp_dir=self.temp_dir,
                          notice=lambda m: log.info(m))
@@ -294,11 +294,10 @@ class ServerState:
 
 
 def provide_example_inputs(input_dir: Path) -> None:
-    """The picture the img2img example loads, drawn into the input folder if it is not there yet."""
-    from ..demo import DEMO_INPUT, draw_demo_input
+    """The pictures the examples load, drawn into the input folder if they are not there yet."""
+    from ..demo import provide_example_inputs as provide
 
-    if not (input_dir / DEMO_INPUT).exists():
-        draw_demo_input(input_dir)
+    provide(input_dir)
 
 
 def _class_of(prompt_json: Any, node_id: str) -> str | None:
