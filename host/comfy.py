@@ -7,6 +7,7 @@ sigmas, noise, the sampler function and the callback. Only imported inside Comfy
 """
 from __future__ import annotations
 
+import inspect
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ import comfy.samplers
 
 from ..sampling import SAMPLERS
 from ..sampling.model import UncondTap
+from ..sampling.noise import NoiseSource
 from ..sampling.registry import SamplerSpec
 from . import Host
 
@@ -77,8 +79,16 @@ class _SamplerFunction:
     def __init__(self, fn, inpaint_source=None) -> None:
         self.fn = fn
         self.inpaint_source = inpaint_source
+        self.accepts_noise_sampler = "noise_sampler" in inspect.signature(fn).parameters
 
     def __call__(self, model_k, x, sigmas, extra_args=None, callback=None, disable=None, **options):
+        seed = (extra_args or {}).get("seed")
+        if self.accepts_noise_sampler and options.get("noise_sampler") is None and seed is not None:
+            # core's SamplerCustom gives only the seed: per-step noise as the installed ComfyUI draws it (seed + 1 on
+            # the CPU from 0.7.0), the SDE samplers' Brownian tree from the seed itself
+            from .profile import current_profile
+
+            options["noise_sampler"] = NoiseSource(int(seed), cpu_seed_offset=current_profile().cpu_noise_seed_offset)
         if self.inpaint_source is not None and getattr(model_k, "noise", None) is not None:
             ref = model_k.noise  # this run's wrapper object only; ComfyUI itself is not touched
             model_k.noise = self.inpaint_source.inpaint(ref.shape, ref.dtype, ref.device)

@@ -5,8 +5,10 @@ CI has no ComfyUI, so there it is skipped with that reason; the golden tests cov
 """
 from __future__ import annotations
 
+import importlib.abc
 import importlib.machinery
 import os
+import re
 import sys
 import types
 
@@ -17,13 +19,36 @@ COMFY = os.environ.get("STEPWISE_COMFYUI")
 pytestmark = pytest.mark.skipif(not COMFY, reason="set STEPWISE_COMFYUI to a ComfyUI checkout to run")
 
 
+class _Stub(types.ModuleType):
+    """A module whose every attribute is a placeholder: enough for ComfyUI's imports on its sampling path."""
+
+    def __getattr__(self, name):
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return type(name, (), {"__init__": lambda self, *a, **k: None})
+
+
+class _StubFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """Answers ``torchvision``, ``torchaudio`` and any of their submodules with a :class:`_Stub`."""
+
+    def find_spec(self, fullname, path=None, target=None):
+        if fullname.split(".")[0] in ("torchvision", "torchaudio"):
+            return importlib.machinery.ModuleSpec(fullname, self, is_package=True)
+        return None
+
+    def create_module(self, spec):
+        module = _Stub(spec.name)
+        module.__path__ = []
+        return module
+
+    def exec_module(self, module):
+        pass
+
+
 @pytest.fixture(scope="module")
 def comfy_env():
     sys.path.insert(0, COMFY)
-    for name in ("torchvision", "torchvision.transforms"):  # torchvision does not load beside the CPU torch
-        stub = types.ModuleType(name)
-        stub.__spec__ = importlib.machinery.ModuleSpec(name, None)
-        sys.modules.setdefault(name, stub)
+    sys.meta_path.insert(0, _StubFinder())  # torchvision/torchaudio do not load beside the CPU torch
     sys.argv = [sys.argv[0], "--cpu"]
     import comfy.options
 
@@ -52,6 +77,13 @@ def _patcher(comfy, toy_net):
     base = comfy.model_base.BaseModel(config, device=torch.device("cpu"))
     base.diffusion_model = _ToyUNet(toy_net)
     return comfy.model_patcher.ModelPatcher(base, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
+
+
+def _older_than(version: str) -> bool:
+    """The ComfyUI under test is older than ``version`` (numerically: 0.33 is newer than 0.8)."""
+    def key(v):
+        return tuple(int(p) for p in re.findall(r"\d+", v)[:3])
+    return key(_installed_version()) < key(version)
 
 
 def _installed_version() -> str:
@@ -171,10 +203,11 @@ def test_profile_and_combos_follow_the_installed_comfyui(comfy_env):
             options = spec[1]["options"] if spec[0] == "COMBO" else spec[0]
             assert list(options) == list(core), name
             assert (spec[0] == "COMBO") == comfy_supports_combo_type()
-    # the node ids and widget order of core KSamplerAdvanced come first, split_mode is the last (optional) widget
+    # the node ids and widget order of core KSamplerAdvanced come first; our optional widgets follow, then sockets
     core_adv = list(nodes.KSamplerAdvanced.INPUT_TYPES()["required"])
     ours = StepwiseKSamplerAdvanced.INPUT_TYPES()
-    assert list(ours["required"]) == core_adv and list(ours["optional"]) == ["split_mode", "noise", "sigmas", "sampler"]
+    assert list(ours["required"]) == core_adv
+    assert list(ours["optional"]) == ["split_mode", "start_at_sigma", "end_at_sigma", "noise", "sigmas", "sampler"]
 
 
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m", "dpmpp_2m_sde", "euler_ancestral", "uni_pc", "heun",
@@ -231,7 +264,7 @@ class _ElementwiseUNet(torch.nn.Module):
         return 0.8 * torch.tanh(0.7 * x + 0.001 * timesteps.view(-1, *([1] * (x.ndim - 1))) + shift) + 0.2 * x
 
 
-@pytest.mark.skipif(not COMFY or _installed_version() < "0.8", reason="nested latents exist from ComfyUI 0.8.0")
+@pytest.mark.skipif(not COMFY or _older_than("0.8"), reason="nested latents exist from ComfyUI 0.8.0")
 @pytest.mark.parametrize("sampler", ["euler", "dpmpp_2m_sde", "euler_ancestral"])
 def test_nested_latents_inside_comfyui(comfy_env, golden_set, sampler):
     nodes, comfy = comfy_env
@@ -283,9 +316,8 @@ def test_stepwise_noise_in_cores_sampler_custom_advanced(comfy_env, golden_set, 
     assert torch.isfinite(out["samples"]).all()
     from stepwise_sampler.sampling.core import RunInfo  # noqa: F401
     runs = []
-    with observe(Observer()) as obs:
-        ours = _latent(StepwiseKSampler().sample(patcher, 5, 6, 5.0, sampler, "karras", pos, neg, latent, 1.0,
-                                                 noise=noise))
+    with observe(Observer()) as obs:  # observing runs the standalone host (plain tuples, no UI output)
+        (ours,) = StepwiseKSampler().sample(patcher, 5, 6, 5.0, sampler, "karras", pos, neg, latent, 1.0, noise=noise)
         runs = obs.runs
     assert torch.equal(runs[-1].noise, noise.generate_noise({"samples": latent["samples"]}))
     if mode == "comfy":
@@ -504,7 +536,7 @@ def test_fitted_solver_runs_in_cores_sampler_custom(comfy_env, golden_set):
     assert ret["ui"]["stepwise"][0]["fit"]["calls"] <= 300
 
 
-@pytest.mark.skipif(_installed_version() < "0.18.1", reason="fp16 intermediates' float32 noise from ComfyUI 0.18.1")
+@pytest.mark.skipif(_older_than("0.18.1"), reason="fp16 intermediates' float32 noise from ComfyUI 0.18.1")
 @pytest.mark.parametrize("sampler", ["euler", "euler_ancestral"])
 def test_fp16_latents_equal_core(comfy_env, golden_set, sampler):
     """A float16 LATENT (what --fp16-intermediates keeps): our KSampler equals core's (noise drawn in float32, then
@@ -522,7 +554,7 @@ def test_fp16_latents_equal_core(comfy_env, golden_set, sampler):
     assert torch.allclose(mine["samples"].float(), core["samples"].float(), rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.skipif(_installed_version() < "0.22.0", reason="LATENT downscale keys from ComfyUI 0.22.0")
+@pytest.mark.skipif(_older_than("0.22.0"), reason="LATENT downscale keys from ComfyUI 0.22.0")
 def test_latent_downscale_keys_like_core(comfy_env, golden_set):
     nodes, comfy = comfy_env
     from stepwise_sampler.nodes import StepwiseKSampler
@@ -537,7 +569,7 @@ def test_latent_downscale_keys_like_core(comfy_env, golden_set):
     assert torch.allclose(mine["samples"], core["samples"], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.skipif(_installed_version() < "0.33.0", reason="node replacements (checked on 0.33.0)")
+@pytest.mark.skipif(_older_than("0.33.0"), reason="node replacements (checked on 0.33.0)")
 def test_node_replacements_registered_and_applied_by_comfyui(comfy_env):
     """Our replacements through ComfyUI's own manager; its server-side application turns an API prompt that names
     KSampler (Efficient) (pack absent) into our node."""
