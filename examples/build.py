@@ -1,4 +1,5 @@
-"""Regenerate the example workflows (editor/UI format): ``python -m stepwise_sampler.examples.build``.
+"""Regenerate the example workflows (editor/UI format) and their thumbnails (``NAME.jpg``, the example's own
+output): ``python -m stepwise_sampler.examples.build [--no-thumbnails]``.
 
 They use the pack's node ids, so they open in ComfyUI with the pack installed (swap the checkpoint
 loader's file for a real SD1.5 model); ``stepwise run`` and ``stepwise demo`` run them on the demo model.
@@ -13,6 +14,7 @@ from ..standalone.uiformat import GraphBuilder
 
 HERE = Path(__file__).resolve().parent
 CKPT = "v1-5-pruned-emaonly.safetensors"
+TINY = "stepwise-tiny.safetensors"  # the trained demo network: where few-step quality is the point
 NEG = "text, watermark"
 
 
@@ -69,9 +71,9 @@ class Layout:
         return top
 
 
-def _base(lay: Layout, positive: str, width: int = 512, height: int = 512):
+def _base(lay: Layout, positive: str, width: int = 512, height: int = 512, ckpt_name: str = CKPT):
     g = lay.g
-    ckpt = lay.add(0, "CheckpointLoaderSimple", [CKPT], "Load Checkpoint")
+    ckpt = lay.add(0, "CheckpointLoaderSimple", [ckpt_name], "Load Checkpoint")
     pos = lay.add(1, "CLIPTextEncode", [positive], "positive")
     neg = lay.add(1, "CLIPTextEncode", [NEG], "negative")
     g.link(ckpt, 1, pos, "clip")
@@ -247,11 +249,11 @@ def schedules(schedule: str = "ays_sd1") -> dict:
     sampler node's sigmas and sampler sockets."""
     g = GraphBuilder(node_registry())
     lay = Layout(g)
-    ckpt, pos, neg, latent = _base(lay, "blue star on white background")
+    ckpt, pos, neg, latent = _base(lay, "blue star on white background", 256, 256, TINY)
     sched = lay.add(0, "StepwiseSchedule", [schedule, 10, 1.0], "schedule: Align Your Steps (SD1), 10 steps")
     g.link(ckpt, 0, sched, "model")
-    sampler = lay.add(0, "StepwiseSampler", ["dpmpp_2m_sde_gpu"], "sampler: dpmpp_2m_sde (tree on the device)")
-    ks = _wire(g, lay.add(2, "StepwiseKSampler", [5, "fixed", 10, 7.0, "euler", "karras", 1.0],
+    sampler = lay.add(0, "StepwiseSampler", ["dpmpp_2m"], "sampler: dpmpp_2m")
+    ks = _wire(g, lay.add(2, "StepwiseKSampler", [5, "fixed", 10, 5.0, "euler", "karras", 1.0],
                           "KSampler (Stepwise): sigmas and sampler from the sockets"), ckpt, pos, neg, latent)
     g.link(sched, 0, ks, "sigmas")
     g.link(sampler, 0, ks, "sampler")
@@ -263,7 +265,7 @@ def xy_plot() -> dict:
     """XY Plot (Stepwise) on KSampler Efficient (Stepwise): samplers across, a colour search-and-replace down."""
     g = GraphBuilder(node_registry())
     lay = Layout(g)
-    ckpt = lay.add(0, "CheckpointLoaderSimple", [CKPT], "Load Checkpoint")
+    ckpt = lay.add(0, "CheckpointLoaderSimple", [TINY], "Load Checkpoint")
     text = lay.add(0, "PrimitiveString", ["red circle on white background"], "positive text", extra_height=40)
     pos = lay.add(1, "CLIPTextEncode", ["red circle on white background"], "positive")
     neg = lay.add(1, "CLIPTextEncode", [NEG], "negative")
@@ -275,7 +277,7 @@ def xy_plot() -> dict:
                                          "none", ""], "XY Plot (Stepwise)")
     g.link(ckpt, 1, plot, "clip")
     g.link(text, 0, plot, "positive_text")
-    eff = _wire(g, lay.add(2, "StepwiseKSamplerEfficient", [3, "fixed", 8, 7.0, "euler", "karras", 1.0, "none", "true"],
+    eff = _wire(g, lay.add(2, "StepwiseKSamplerEfficient", [3, "fixed", 10, 5.0, "euler", "karras", 1.0, "none", "true"],
                            "KSampler Efficient (Stepwise): the grid", extra_height=420), ckpt, pos, neg, latent)
     g.link(ckpt, 2, eff, "optional_vae")
     g.link(plot, 0, eff, "script")
@@ -285,40 +287,129 @@ def xy_plot() -> dict:
 
 
 def fitted_schedule(steps: int = 6) -> dict:
-    """The same prompt at 6 steps with karras and with a schedule fitted to the model (Fit Schedule (Stepwise)),
-    next to a 50-step reference."""
+    """On stepwise-tiny: the same prompt at 6 steps with karras, with a schedule fitted to the model (Fit Schedule) and
+    with a fitted solver (Fit Solver: steps and coefficients), next to a 50-step reference."""
     g = GraphBuilder(node_registry())
     lay = Layout(g)
-    ckpt, pos, neg, latent = _base(lay, "red circle on white background")
-    fit = lay.add(0, "StepwiseFitSchedule", [3.0, steps, "uni_pc", 0, 80], f"fitted schedule ({steps} steps, uni_pc)")
-    for name, src, slot in (("model", ckpt, 0), ("positive", pos, 0), ("negative", neg, 0), ("latent_image", latent, 0)):
-        g.link(src, slot, fit, name)
-    ref = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", 50, 3.0, "uni_pc", "karras", 1.0],
+    ckpt, pos, neg, latent = _base(lay, "red star on white background", 256, 256, TINY)
+    fit = lay.add(0, "StepwiseFitSchedule", [5.0, steps, "uni_pc", 0, 80], f"fitted schedule ({steps} steps, uni_pc)")
+    solver = lay.add(0, "StepwiseFitSolver", [5.0, steps, "dpmpp_2m", 0, 400],
+                     f"fitted solver ({steps} calls, base dpmpp_2m)")
+    for node in (fit, solver):
+        for name, src, slot in (("model", ckpt, 0), ("positive", pos, 0), ("negative", neg, 0),
+                                ("latent_image", latent, 0)):
+            g.link(src, slot, node, name)
+    ref = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", 50, 5.0, "dpmpp_2m", "karras", 1.0],
                            "reference: 50 steps"), ckpt, pos, neg, latent)
     _decode_save(lay, ckpt, ref, "fitted/reference_50", 3, "50 steps")
     row = lay.align(2, 3)
-    karras = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 3.0, "uni_pc", "karras", 1.0],
+    karras = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 5.0, "dpmpp_2m", "karras", 1.0],
                               f"karras, {steps} steps", top=row), ckpt, pos, neg, latent)
     _decode_save(lay, ckpt, karras, "fitted/karras_6", 3, f"karras, {steps} steps", top=row)
     row = lay.align(2, 3)
-    fitted = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 3.0, "uni_pc", "karras", 1.0],
-                              f"fitted, {steps} steps (sigmas socket)", top=row), ckpt, pos, neg, latent)
+    fitted = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 5.0, "uni_pc", "karras", 1.0],
+                              f"fitted schedule, {steps} steps", top=row), ckpt, pos, neg, latent)
     g.link(fit, 0, fitted, "sigmas")
-    _decode_save(lay, ckpt, fitted, "fitted/fitted_6", 3, f"fitted, {steps} steps", top=row)
+    _decode_save(lay, ckpt, fitted, "fitted/fitted_schedule_6", 3, f"fitted schedule, {steps} steps", top=row)
+    row = lay.align(2, 3)
+    solved = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", steps, 5.0, "dpmpp_2m", "karras", 1.0],
+                              f"fitted solver, {steps} steps", top=row), ckpt, pos, neg, latent)
+    g.link(solver, 0, solved, "sampler")
+    g.link(solver, 1, solved, "sigmas")
+    _decode_save(lay, ckpt, solved, "fitted/fitted_solver_6", 3, f"fitted solver, {steps} steps", top=row)
     return g.to_json()
+
+
+def stages(boundary: float = 1.5) -> dict:
+    """Stages (Stepwise): one run handed from the base model to a second "expert" (the style LoRA) where the noise
+    level drops below ``boundary``, with its own prompt and cfg, next to the base model alone."""
+    g = GraphBuilder(node_registry())
+    lay = Layout(g)
+    ckpt, pos, neg, latent = _base(lay, "orange star on sky background")
+    lora = lay.add(0, "LoraLoader", ["pixel-art-style.safetensors", 1.0, 1.0], "second expert (style LoRA)")
+    g.link(ckpt, 0, lora, "model")
+    g.link(ckpt, 1, lora, "clip")
+    pos_b = lay.add(1, "CLIPTextEncode", ["orange star on sky background, pixel art"], "positive for stage 2")
+    g.link(ckpt, 1, pos_b, "clip")
+    base = _wire(g, lay.add(2, "StepwiseKSampler", [11, "fixed", 20, 6.0, "dpmpp_2m", "karras", 1.0],
+                            "base model only"), ckpt, pos, neg, latent)
+    _decode_save(lay, ckpt, base, "stages/base_only", 3, "base model only")
+    row = lay.align(2, 3)
+    staged = _wire(g, lay.add(2, "StepwiseStages",
+                              [11, "fixed", 20, 6.0, "dpmpp_2m", "karras", 1.0, "sigma", boundary, 4.0, -1.0, -1.0,
+                               -1.0, -1.0], f"Stages: base until sigma < {boundary}, then the expert", top=row,
+                              extra_height=60),
+                   ckpt, pos, neg, latent)
+    g.link(lora, 0, staged, "model_2")
+    g.link(pos_b, 0, staged, "positive_2")
+    _decode_save(lay, ckpt, staged, "stages/two_experts", 3, "two stages", top=row)
+    return g.to_json()
+
+
+def subgraph() -> dict:
+    """txt2img with the sampler and the decoder grouped in a subgraph (as current frontends save node groups), its seed
+    promoted onto the subgraph node."""
+    from ..standalone.uiformat import wrap_in_subgraph
+
+    wf = txt2img()
+    sampler = next(n for n in wf["nodes"] if n["type"] == "StepwiseKSampler")
+    decoder = next(n for n in wf["nodes"] if n["type"] == "VAEDecode")
+    out = wrap_in_subgraph(wf, {sampler["id"], decoder["id"]}, promote=((sampler["id"], "seed"),), instance_id=20,
+                           title="sample and decode")
+    instance = next(n for n in out["nodes"] if n["id"] == 20)
+    instance.update(pos=list(sampler["pos"]), size=[340, 160], title="sample and decode (subgraph)",
+                    widgets_values=[7])
+    out["last_node_id"] = max(n["id"] for n in out["nodes"])
+    return out
 
 
 EXAMPLES = {"txt2img": txt2img, "split": split, "seamless_split": seamless_split, "prompt_switch": prompt_switch,
             "img2img": img2img, "style_switch": style_switch, "per_item_noise": per_item_noise, "variation": variation,
             "schedules": schedules, "xy_plot": xy_plot,
-            "fitted_schedule": fitted_schedule}
+            "fitted_schedule": fitted_schedule, "stages": stages, "subgraph": subgraph}
 
 
-def main() -> None:
+THUMBNAIL = 320  # the longest side of an example's thumbnail (the templates dialog's NAME.jpg)
+
+
+def example_image(name: str, work: Path):
+    """Run example ``name`` as ``stepwise run`` does, in ``work``; its picture: the first image it saves, else the
+    first one a node shows (the XY Plot's grid)."""
+    from PIL import Image
+
+    from ..standalone.cli import run_workflow_file
+
+    results, ctx = run_workflow_file(HERE / f"{name}.json", work / "out", work / "input", quiet=True)
+    saved = [p for p in ctx.written if p.parent.name != "temp" and "temp" not in p.parts]
+    return Image.open(saved[0] if saved else ctx.written[0]).convert("RGB")
+
+
+def thumbnails(names=None) -> list[Path]:
+    """Write ``NAME.jpg`` beside every ``NAME.json``, made from the example's own output."""
+    import tempfile
+
+    written = []
+    for name in names or EXAMPLES:
+        with tempfile.TemporaryDirectory() as tmp:
+            image = example_image(name, Path(tmp))
+        image.thumbnail((THUMBNAIL, THUMBNAIL))
+        path = HERE / f"{name}.jpg"
+        image.save(path, format="JPEG", quality=88)
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> None:
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
     for name, build in EXAMPLES.items():
         path = HERE / f"{name}.json"
         path.write_text(json.dumps(build(), indent=1) + "\n")
         print(f"wrote {path}")
+    if "--no-thumbnails" not in args:
+        for path in thumbnails():
+            print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -147,7 +147,10 @@ def wrap_in_subgraph(wf: dict, inner_ids: set, promote: tuple = (), instance_id:
     wf["links"] = outer_links
     wf["last_link_id"] = next_link
     wf["definitions"] = {"subgraphs": [{
-        "id": sub_id, "version": 1, "revision": 0, "name": title, "state": {},
+        "id": sub_id, "version": 1, "revision": 0, "name": title,
+        # the frontend's schema requires the subgraph's id counters (1.27 refuses the workflow without them)
+        "state": {"lastGroupId": 0, "lastNodeId": max([n["id"] for n in inner] + [0]),
+                  "lastLinkId": max([l["id"] for l in sub_links] + [0]), "lastRerouteId": 0},
         "inputNode": {"id": -10, "bounding": [0, 0, 120, 60]}, "outputNode": {"id": -20, "bounding": [0, 0, 120, 60]},
         "inputs": sub_inputs, "outputs": sub_outputs, "widgets": [], "nodes": inner, "links": sub_links,
         "groups": [], "config": {}, "extra": {}}]}
