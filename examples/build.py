@@ -292,7 +292,8 @@ def fitted_schedule(steps: int = 6) -> dict:
     g = GraphBuilder(node_registry())
     lay = Layout(g)
     ckpt, pos, neg, latent = _base(lay, "red star on white background", 256, 256, TINY)
-    fit = lay.add(0, "StepwiseFitSchedule", [5.0, steps, "uni_pc", 0, 80], f"fitted schedule ({steps} steps, uni_pc)")
+    fit = lay.add(0, "StepwiseFitSchedule", [5.0, steps, "uni_pc", 0, 80], f"fitted schedule ({steps} steps, uni_pc)",
+                  extra_height=100)  # the Vue renderer draws the fit nodes taller than LiteGraph's estimate
     solver = lay.add(0, "StepwiseFitSolver", [5.0, steps, "dpmpp_2m", 0, 400],
                      f"fitted solver ({steps} calls, base dpmpp_2m)")
     for node in (fit, solver):

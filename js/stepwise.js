@@ -4,12 +4,13 @@
 // hooks, for the classic canvas and the Vue node renderer ("Nodes 2.0"), frontend 1.27 to 1.5x.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
-import { drawPlot, layoutPlot, sigmasQuery } from "./lib/schedule_plot.js";
+import { drawPlot, layoutPlot, sigmasQuery, wrapTitle, TITLE_LINE } from "./lib/schedule_plot.js";
 import { handoff } from "./lib/handoff.js";
 
 const SAMPLER_NODES = new Set(["StepwiseKSampler", "StepwiseKSamplerAdvanced", "StepwiseKSamplerEfficient",
-  "StepwiseKSamplerAdvancedEfficient"]);
-const PLOTTED = new Set([...SAMPLER_NODES, "StepwiseSchedule", "StepwiseFitSchedule"]);
+  "StepwiseKSamplerAdvancedEfficient", "StepwiseStages"]);
+const PLOTTED = new Set([...SAMPLER_NODES, "StepwiseSchedule", "StepwiseFitSchedule", "StepwiseFitSolver"]);
+const FITS = new Set(["StepwiseFitSchedule", "StepwiseFitSolver"]);
 const WIDTH = 300;
 const HEIGHT = 110;
 const PLOT_WIDGET = "stepwise_schedule";
@@ -79,8 +80,10 @@ function refreshAll() {
  * the classic canvas stays in its container when the renderer is switched: keep the plot inside the node's Vue
  * body (which may be rendered a little later, so look again for a while). */
 function keepVisible(node, canvas, tries = 30) {
-  if (!vueNodes() || (node.graph ?? app.graph)?.getNodeById?.(node.id) !== node) return;
-  const element = document.querySelector(`[data-node-id="${node.id}"]`);
+  // only a node of the graph on screen: other tabs' nodes share ids with it and must not move into its nodes
+  const shown = safe(() => app.canvas?.graph) ?? app.graph;
+  if (!vueNodes() || shown?.getNodeById?.(node.id) !== node) return;
+  const element = document.querySelector(`[data-node-id="${node.id}"]:not(canvas)`);
   if (element && element.contains(canvas)) return;
   const body = document.querySelector(`[data-testid="node-body-${node.id}"]`);
   if (!body) {
@@ -106,7 +109,8 @@ function attachPlot(node) {
   canvas.width = WIDTH;
   canvas.height = HEIGHT;
   canvas.className = "stepwise-schedule";
-  canvas.style.cssText = `width: 100%; height: ${HEIGHT}px; display: block;`;
+  // (max-width/min-width: the drawing size follows the element, never the other way round)
+  canvas.style.cssText = `width: 100%; max-width: 100%; min-width: 0; height: ${HEIGHT}px; display: block;`;
   const widget = node.addDOMWidget(PLOT_WIDGET, PLOT_WIDGET, canvas,
     { serialize: false, getHeight: () => HEIGHT + 6, getMinHeight: () => HEIGHT + 6 });
   if (widget) widget.serialize = false; // never part of widgets_values (core saves only its own widgets)
@@ -124,7 +128,8 @@ function attachPlot(node) {
     if (canvas.height !== height) canvas.height = height;
     const ctx = canvas.getContext("2d");
     const v = widgetValues(node);
-    const h = handoff(plainNode(node), graphView(node.graph || app.graph));
+    // the sampler's traits (self-stepping, ...) come with the node's schedule from the server: no list kept here
+    const h = handoff(plainNode(node), graphView(node.graph || app.graph), state.schedule?.traits);
     const warning = state.error || h.warning || (state.notes && state.notes[0]) || null;
     canvas.dataset.warning = warning || "";
     canvas.dataset.seamless = h.seamless ? String(h.seamless.from) : "";
@@ -143,15 +148,33 @@ function attachPlot(node) {
     if (o.sigmas) span += ` · sigmas from ${o.sigmas}`;
     if (o.sampler) span += ` · sampler from ${o.sampler}`;
     let name = node.comfyClass === "StepwiseSchedule" ? v.schedule : (o.schedule?.schedule ?? (o.sigmas ? "socket" : v.scheduler));
-    if (node.comfyClass === "StepwiseFitSchedule") {
-      // grey: karras at the same steps; orange (after a run): the fitted schedule
-      name = state.used ? "fitted (orange) vs karras (grey)" : `karras (grey); run to fit for ${v.sampler_name}`;
+    let moves = null;
+    if (FITS.has(node.comfyClass)) {
+      // grey: karras at the same steps; orange (after a run): the fitted steps (log sigma axis)
+      const what = node.comfyClass === "StepwiseFitSolver" ? `solver (base ${v.base})` : v.sampler_name;
+      name = state.used ? "fitted (orange) vs karras (grey)" : `karras (grey); run to fit for ${what}`;
       const fit = state.used?.fit;
-      if (fit) span = `${fit.calls} calls, ${Number(fit.seconds).toFixed(1)} s`;
+      if (fit) {
+        span = `${fit.calls} calls, ${Number(fit.seconds).toFixed(1)} s`;
+        if (fit.vs_karras) span += ` · ${Number(fit.vs_karras).toFixed(1)}× lower error than karras on held-out draws`;
+        if (fit.fallback) span += ` · ${fit.fallback}`;
+        moves = Array.isArray(fit.coefficient_moves) ? fit.coefficient_moves : null;
+      }
       canvas.dataset.fitCalls = fit ? String(fit.calls) : "";
+      canvas.dataset.vsKarras = fit?.vs_karras ? String(fit.vs_karras) : "";
     }
-    drawPlot(ctx, layoutPlot(s, { width, height }),
-      { width, height, used: state.used, warning, title: `${name} · ${span}`, seamless: h.seamless });
+    if (node.comfyClass === "StepwiseStages" && Array.isArray(s.stages)) {
+      span = s.stages.map(([a, b], k) => `${k + 1}: ${a}→${b}`).join(" · ");
+      canvas.dataset.stages = JSON.stringify(s.stages);
+    }
+    const title = `${name} · ${span}`;
+    ctx.font = "11px sans-serif";
+    const lines = wrapTitle(title, width - 12, (t) => Number(ctx.measureText?.(t)?.width) || t.length * 6).length;
+    canvas.dataset.titleLines = String(lines);
+    canvas.dataset.title = title;
+    drawPlot(ctx, layoutPlot(s, { width, height, top: 4 + lines * TITLE_LINE }),
+      { width, height, used: state.used, warning: warning || s.stages_error || null, title, seamless: h.seamless,
+        stages: s.stages, moves });
     canvas.dataset.steps = String(s.sigmas.length - 1);
     canvas.dataset.points = String(s.sigmas.length);
     canvas.dataset.drawn = String((Number(canvas.dataset.drawn) || 0) + 1);
@@ -167,9 +190,10 @@ function attachPlot(node) {
     if (node.comfyClass === "StepwiseSchedule") {
       delete query.scheduler;
       extra = `&schedule=${encodeURIComponent(v.schedule)}`;
-    } else if (node.comfyClass === "StepwiseFitSchedule") {
+    } else if (FITS.has(node.comfyClass)) {
       query.scheduler = "karras";
       query.denoise = 1;
+      if (node.comfyClass === "StepwiseFitSolver") query.sampler = "euler";
     } else if (state.override.schedule) {
       // sigmas from a Schedule (Stepwise) node: plot that schedule, sliced by this node's start/end
       const sv = state.override.schedule;
@@ -180,6 +204,11 @@ function attachPlot(node) {
     }
     canvas.dataset.nodeId = String(node.id);
     if (v.return_with_leftover_noise !== undefined) query.leftover = v.return_with_leftover_noise;
+    if (node.comfyClass === "StepwiseStages") {
+      // the server places the switch points by the node's own rule (sigma: first step below the boundary)
+      const until = [v.until_1, v.until_2, v.until_3].map((x) => (x === undefined ? -1 : Number(x)));
+      extra += `&until=${encodeURIComponent(until.join(","))}&unit=${encodeURIComponent(v.switch_unit)}`;
+    }
     try {
       const res = await api.fetchApi(sigmasQuery(query) + (query.leftover ? `&leftover=${query.leftover}` : "") + extra);
       const body = await res.json();
@@ -273,10 +302,44 @@ async function serveDefaultGraph() {
     const missing = types.some((t) => !known.has(t));
     if (!(nodes.length === 0 || missing || types.slice().sort().join() === stock)) return;
     const res = await api.fetchApi("/stepwise/default_workflow");
-    if (res.ok) await app.loadGraphData(await res.json());
+    if (!res.ok) return;
+    // into the tab the editor opened (its temporary workflow), not a second "Unsaved Workflow (2)" tab
+    const active = safe(() => app.extensionManager?.workflow?.activeWorkflow) ?? null;
+    await app.loadGraphData(await res.json(), true, true, active);
+    await fitView();
   } catch (err) {
     console.warn("stepwise: could not open the default example", err);
   }
+}
+
+/** Fit the whole graph into the view (the editor's own "fit view" command where it has one). */
+async function fitView() {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  await sleep(50);
+  const command = app.extensionManager?.command;
+  if (command?.execute) {
+    try {
+      await command.execute("Comfy.Canvas.FitView");
+      return;
+    } catch {
+      // an older frontend without the command: fit by hand below
+    }
+  }
+  const canvas = app.canvas;
+  const nodes = app.graph?._nodes ?? app.graph?.nodes ?? [];
+  if (!canvas?.ds || !nodes.length) return;
+  let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
+  for (const n of nodes) {
+    x0 = Math.min(x0, n.pos[0]);
+    y0 = Math.min(y0, n.pos[1] - 30);
+    x1 = Math.max(x1, n.pos[0] + n.size[0]);
+    y1 = Math.max(y1, n.pos[1] + n.size[1]);
+  }
+  const el = canvas.canvas;
+  const scale = Math.min(el.width / (x1 - x0 + 80), el.height / (y1 - y0 + 80), 1.2) / (window.devicePixelRatio || 1);
+  canvas.ds.scale = scale;
+  canvas.ds.offset = [-x0 + 40 / scale, -y0 + 40 / scale];
+  canvas.setDirty(true, true);
 }
 
 // --- "Migrate samplers to Stepwise": the server migrates (the same code as `stepwise migrate`), the editor reloads
@@ -284,13 +347,26 @@ const MIGRATABLE = new Set(["KSampler", "KSamplerAdvanced", "KSampler (Efficient
   "HighRes-Fix Script", "Noise Control Script", "Tiled Upscaler Script", "XY Plot"]);
 const MIGRATE_LABEL = "Migrate samplers to Stepwise";
 
+/** Put a migrated graph into the open workflow (same tab, same file), as one undoable change. */
+function replaceGraphInPlace(graphData) {
+  const tracker = safe(() => app.extensionManager?.workflow?.activeWorkflow?.changeTracker) ?? null;
+  safe(() => tracker?.beforeChange?.());
+  const ds = safe(() => ({ scale: app.canvas.ds.scale, offset: [...app.canvas.ds.offset] }));
+  app.graph.configure(graphData);
+  if (ds) safe(() => { app.canvas.ds.scale = ds.scale; app.canvas.ds.offset = ds.offset; });
+  safe(() => app.graph.setDirtyCanvas(true, true));
+  // afterChange records the undo step; checkState is the older frontends' way (deprecated from 1.4x)
+  if (tracker?.afterChange) safe(() => tracker.afterChange());
+  else safe(() => tracker?.checkState?.());
+}
+
 async function migrate(nodeIds = null) {
   const workflow = app.graph.serialize();
   const res = await api.fetchApi("/stepwise/migrate", { method: "POST", headers: { "Content-Type": "application/json" },
     body: JSON.stringify({ workflow, nodes: nodeIds }) });
   const body = await res.json();
   if (!res.ok) throw new Error(body.error || `migration failed (${res.status})`);
-  if (body.changed > 0) await app.loadGraphData(body.workflow);
+  if (body.changed > 0) replaceGraphInPlace(body.workflow);
   const detail = body.report.join("\n");
   console.info(`stepwise: ${MIGRATE_LABEL}\n${detail}`);
   safe(() => app.extensionManager?.toast?.add({ severity: "info", summary: MIGRATE_LABEL, detail, life: 6000 }));

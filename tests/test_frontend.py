@@ -33,7 +33,8 @@ def test_js_unit_tests():
 
 
 NEWEST_FRONTEND = "1.58.1"  # the newest comfyui-frontend-package on the registry when this was written
-FRONTENDS = ["installed", NEWEST_FRONTEND]
+COMFY_033_FRONTEND = "1.48.7"  # the frontend ComfyUI 0.33.0 pins
+FRONTENDS = ["installed", COMFY_033_FRONTEND, NEWEST_FRONTEND]
 
 
 def frontend_dir(version: str) -> Path | None:
@@ -57,6 +58,7 @@ def frontend_dir(version: str) -> Path | None:
     return target
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("renderer", ["classic", "vue"])
 @pytest.mark.parametrize("frontend", FRONTENDS)
 def test_real_browser(frontend, renderer):

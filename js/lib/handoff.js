@@ -4,7 +4,6 @@ export const ADVANCED = new Set(["StepwiseKSamplerAdvanced", "StepwiseKSamplerAd
   "KSampler Adv. (Efficient)"]);
 export const FULL = new Set(["StepwiseKSampler", "StepwiseKSamplerEfficient", "KSampler", "KSampler (Efficient)"]);
 const PASS_THROUGH = new Set(["Reroute"]);
-const SELF_STEPPING = new Set(["dpm_fast", "dpm_adaptive"]);
 
 /** The origin ({id, slot}) feeding an input: plain objects give `origin` (or a link id through graph.linkById). */
 function originOf(slot, graph) {
@@ -45,7 +44,7 @@ const splitMode = (n) => n?.widgets?.split_mode ?? "comfy";
  * How a KSampler Advanced node takes over from the sampler before it:
  * { warning: string|null, seamless: {from: step}|null } — `seamless` when it continues that node's run exactly.
  */
-export function handoff(node, graph) {
+export function handoff(node, graph, traits = null) {
   const none = { warning: null, seamless: null };
   if (!ADVANCED.has(node.type)) return none;
   const up = upstreamSampler(node, graph);
@@ -82,7 +81,7 @@ export function handoff(node, graph) {
           seamless: null };
       }
     }
-    if (SELF_STEPPING.has(w.sampler_name)) {
+    if (traits?.self_stepping) {
       return { warning: `seamless: ${w.sampler_name} chooses its own steps and cannot be split`, seamless: null };
     }
     return { warning: null, seamless: { from: Number(w.start_at_step) } };
@@ -91,6 +90,6 @@ export function handoff(node, graph) {
 }
 
 /** A warning for a KSampler Advanced node fed by another sampler, or null. */
-export function handoffWarning(node, graph) {
-  return handoff(node, graph).warning;
+export function handoffWarning(node, graph, traits = null) {
+  return handoff(node, graph, traits).warning;
 }

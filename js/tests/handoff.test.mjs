@@ -65,5 +65,7 @@ test("seamless hand-offs: continuous when both nodes are seamless and agree, war
   assert.match(handoffWarning(b, g), /comfy mode/);
   a.widgets.split_mode = "seamless";
   a.widgets.sampler_name = b.widgets.sampler_name = "dpm_adaptive";
-  assert.match(handoffWarning(b, g), /chooses its own steps/);
+  // the sampler's traits come from the server's schedule answer (GET /stepwise/sigmas: traits)
+  assert.match(handoffWarning(b, g, { self_stepping: true }), /chooses its own steps/);
+  assert.equal(handoffWarning(b, g, { self_stepping: false }), null);
 });

@@ -59,3 +59,41 @@ test("a seamless hand-off shades the steps run before and joins them", () => {
   drawPlot(ctx2, l, { width: 200, height: 100 });
   assert.ok(calls.filter((c) => c[0] === "stroke").length > plain.filter((c) => c[0] === "stroke").length);
 });
+
+test("stage switch lines sit at each later stage's first step", async () => {
+  const { stageLines } = await import("../lib/schedule_plot.js");
+  const layout = layoutPlot({ sigmas: [10, 5, 2, 1, 0], runs: true, start: 0, end: 4 }, { width: 108, height: 60 });
+  assert.deepEqual(stageLines(layout, [[0, 2], [2, 4]]), [[1, layout.points[2].x]]);
+  assert.deepEqual(stageLines(layout, null), []);
+  const calls = [];
+  const ctx = new Proxy({}, { get: (_, k) => (k in _ ? _[k] : (...a) => calls.push([k, ...a])), set: (o, k, v) => ((o[k] = v), true) });
+  drawPlot(ctx, layout, { width: 108, height: 60, stages: [[0, 1], [1, 3], [3, 4]] });
+  assert.ok(calls.some(([k, text]) => k === "fillText" && text === "▸2"));
+  assert.ok(calls.some(([k, text]) => k === "fillText" && text === "▸3"));
+});
+
+test("a fitted solver's coefficient moves become bars, the largest a quarter of the height", async () => {
+  const { moveBars } = await import("../lib/schedule_plot.js");
+  const layout = layoutPlot({ sigmas: [10, 5, 2, 1, 0], runs: true, start: 0, end: 4 }, { width: 108, height: 80 });
+  const bars = moveBars(layout, [0.5, 2.0, 0, 1.0], 80);
+  assert.equal(bars.length, 4);
+  assert.equal(bars[1].h, 20);
+  assert.equal(bars[0].x, layout.points[0].x);
+  assert.deepEqual(moveBars(layout, [0, 0], 80), []);
+  assert.deepEqual(moveBars(layout, null, 80), []);
+});
+
+test("the sigma axis is logarithmic and the title wraps instead of being clipped", async () => {
+  const { wrapTitle } = await import("../lib/schedule_plot.js");
+  const l = layoutPlot({ sigmas: [100, 10, 1, 0.1, 0], runs: false }, { width: 100, height: 100, top: 20 });
+  const gaps = [l.points[0].y - l.points[1].y, l.points[1].y - l.points[2].y, l.points[2].y - l.points[3].y];
+  assert.ok(Math.abs(gaps[0] - gaps[1]) < 1e-9 && Math.abs(gaps[1] - gaps[2]) < 1e-9, "equal decades, equal gaps");
+  assert.equal(l.points[4].y, 92, "a final 0 sits at the bottom");
+  assert.ok(l.points[0].y >= 20, "below the title");
+  const lines = wrapTitle("karras · steps 0→20 of 20 · sigmas from Schedule (Stepwise) · sampler from Sampler", 150);
+  assert.ok(lines.length > 1 && lines.length <= 3);
+  assert.ok(lines.every((t) => t.length * 6 <= 150 || !t.includes(" ")));
+  const cut = wrapTitle("a ".repeat(200), 60, undefined, 2);
+  assert.equal(cut.length, 2);
+  assert.ok(cut[1].endsWith("…"));
+});
