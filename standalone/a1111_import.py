@@ -58,6 +58,14 @@ def _edit_split(prompt: str, steps: int) -> tuple[str, str, int] | None:
     return EDIT.sub(lambda k: k.group(1), before), EDIT.sub(lambda k: k.group(2), after), step
 
 
+def _wire(g, node, ckpt, positive, negative, noise) -> None:
+    """A sampler node's model, prompts and noise."""
+    g.link(ckpt, 0, node, "model")
+    g.link(positive, 0, node, "positive")
+    g.link(negative, 0, node, "negative")
+    g.link(noise, 0, node, "noise")
+
+
 def import_parameters(text: str) -> tuple[dict, list[str]]:
     """(the editor-format workflow, report lines) for an A1111 ``parameters`` text."""
     s: A1111Settings = parse_parameters(text)
@@ -100,10 +108,7 @@ def import_parameters(text: str) -> tuple[dict, list[str]]:
                                                      s.scheduler, step, 10000, "disable", "seamless"],
                         pos=(2 * COLUMN, 420), title=f"steps {step}..{s.steps}")
         for node, pos_c in ((first, pos_a), (second, pos_b)):
-            g.link(ckpt, 0, node, "model")
-            g.link(pos_c, 0, node, "positive")
-            g.link(neg, 0, node, "negative")
-            g.link(noise, 0, node, "noise")
+            _wire(g, node, ckpt, pos_c, neg, noise)
         g.link(latent, 0, first, "latent_image")
         g.link(first, 0, second, "latent_image")
         last = second
@@ -116,7 +121,7 @@ def import_parameters(text: str) -> tuple[dict, list[str]]:
             script = g.node("StepwiseHiResFixScript", [s.hires_upscale, "nearest-exact", s.hires_steps or s.steps,
                                                        s.denoise if s.denoise is not None else 0.5, -1],
                             pos=(COLUMN, 700), title="Hires fix")
-            if (s.hires_upscaler or "Latent").lower().startswith("latent") is False:
+            if not (s.hires_upscaler or "Latent").lower().startswith("latent"):
                 report.append(f"Hires upscaler {s.hires_upscaler!r}: a pixel upscaler; the latent is upscaled instead")
             sampler = g.node("StepwiseKSamplerEfficient", [s.seed, "fixed", s.steps, s.cfg, s.sampler_name,
                                                            s.scheduler, 1.0, "auto", "true"],
@@ -128,11 +133,8 @@ def import_parameters(text: str) -> tuple[dict, list[str]]:
                              pos=(2 * COLUMN, 0), title="KSampler (A1111 recipe)")
             if denoise < 1:
                 report.append("denoise: kept at 1.0 (no input picture)")
-        g.link(ckpt, 0, sampler, "model")
-        g.link(pos, 0, sampler, "positive")
-        g.link(neg, 0, sampler, "negative")
+        _wire(g, sampler, ckpt, pos, neg, noise)
         g.link(latent, 0, sampler, "latent_image")
-        g.link(noise, 0, sampler, "noise")
         last = sampler
     dec = g.node("VAEDecode", [], pos=(3 * COLUMN, 0))
     g.link(last, 3 if last["type"] == "StepwiseKSamplerEfficient" else 0, dec, "samples")

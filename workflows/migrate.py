@@ -385,11 +385,11 @@ def _migrate_graph(wf: dict, report: MigrationReport, only: set | None, subgraph
             props["Node name for S&R"] = rule.to
         if kind == "Noise Control Script":
             _rewire_noise_script(wf, nodes, node, notes)
-        if kind == "HighRes-Fix Script" and any(i.get("name") == "script" and i.get("link") is not None
-                                                for i in node.get("inputs") or []):
-            notes.append("a script chained into it is dropped (Stepwise scripts do not chain)")
         if kind == "HighRes-Fix Script":
-            node["inputs"] = [i for i in node.get("inputs") or [] if i.get("name") != "script"]
+            inputs = node.get("inputs") or []
+            if any(i.get("name") == "script" and i.get("link") is not None for i in inputs):
+                notes.append("a script chained into it is dropped (Stepwise scripts do not chain)")
+            node["inputs"] = [i for i in inputs if i.get("name") != "script"]
         entry = {"node": node.get("id"), "title": title, "from": kind, "to": rule.to, "notes": notes}
         if subgraph is not None:
             entry["subgraph"] = subgraph
