@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -340,7 +341,28 @@ def _apply_limits(args: argparse.Namespace) -> None:
         WRITE_PARAMETERS[0] = False
 
 
+@contextlib.contextmanager
+def _command_settings():
+    """The process-wide settings a command's flags set (--comfy-version, --max-image-pixels, --memory-budget,
+    --no-parameters) last for that command only: ``main`` called twice in one process (tests, a script) does not
+    carry one call's flags into the next."""
+    from ..host import profile
+    from ..sampling import resources
+    from . import core_nodes, limits
+
+    saved = (profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0])
+    try:
+        yield
+    finally:
+        profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0] = saved
+
+
 def main(argv: list[str] | None = None) -> int:
+    with _command_settings():
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     from ..host.profile import set_standalone_profile
     from ..sampling.profile import NEWEST
     from .workflow import WorkflowError

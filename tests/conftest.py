@@ -96,10 +96,16 @@ def running_server(out_dir, input_dir, listen="127.0.0.1"):
 
 
 @pytest.fixture(autouse=True)
-def _standalone_profile_restored():
-    """``stepwise run --comfy-version`` called in-process sets the standalone profile; a test must not leak it."""
+def _command_settings_not_leaked():
+    """A command's flags (``--comfy-version``, ``--no-parameters``, limits) last for that command only: after every
+    test the process-wide settings are what they were before it (``cli.main`` restores them itself)."""
     from stepwise_sampler.host import profile as host_profile
+    from stepwise_sampler.sampling import resources
+    from stepwise_sampler.standalone import core_nodes, limits
 
-    saved = host_profile._STANDALONE[0]
+    def settings():
+        return (host_profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0])
+
+    saved = settings()
     yield
-    host_profile._STANDALONE[0] = saved
+    assert settings() == saved, "a test left a process-wide setting changed"

@@ -177,6 +177,10 @@ def test_every_saved_image_carries_parameters_that_read_back_to_the_settings(tmp
     assert s.prompt == "red circle on white background" and (s.width, s.height) == Image.open(png).size
     assert cli_main(["run", str(wf), "--out", str(tmp_path / "off"), "--no-parameters"]) == 0
     assert "parameters" not in Image.open(next((tmp_path / "off").glob("*.png"))).text
+    # the flag lasts for its own command: the next in-process run writes the text again (it once leaked into every
+    # later run of the test process, so a Ray sweep's cells differed from the local sweep's by this chunk)
+    assert cli_main(["run", str(wf), "--out", str(tmp_path / "on")]) == 0
+    assert "parameters" in Image.open(next((tmp_path / "on").glob("*.png"))).text
 
 
 def test_an_a1111_png_imports_to_a_workflow_that_runs(tmp_path, capsys):
