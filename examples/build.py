@@ -292,13 +292,16 @@ def fitted_schedule(steps: int = 6) -> dict:
     g = GraphBuilder(node_registry())
     lay = Layout(g)
     ckpt, pos, neg, latent = _base(lay, "red star on white background", 256, 256, TINY)
+    # the fits draw their calibration batch at 128x128: a fit is about the model, prompt and sampler, not the size,
+    # and a quarter of the pixels makes both fits ~40 % faster (the demo's 30 s); the samplers still run at 256x256
+    calibration = lay.add(1, "EmptyLatentImage", [128, 128, 1], "calibration size (the fits' draws)")
     fit = lay.add(0, "StepwiseFitSchedule", [5.0, steps, "uni_pc", 0, 80], f"fitted schedule ({steps} steps, uni_pc)",
                   extra_height=100)  # the Vue renderer draws the fit nodes taller than LiteGraph's estimate
     solver = lay.add(0, "StepwiseFitSolver", [5.0, steps, "dpmpp_2m", 0, 400],
                      f"fitted solver ({steps} calls, base dpmpp_2m)")
     for node in (fit, solver):
         for name, src, slot in (("model", ckpt, 0), ("positive", pos, 0), ("negative", neg, 0),
-                                ("latent_image", latent, 0)):
+                                ("latent_image", calibration, 0)):
             g.link(src, slot, node, name)
     ref = _wire(g, lay.add(2, "StepwiseKSampler", [9, "fixed", 50, 5.0, "dpmpp_2m", "karras", 1.0],
                            "reference: 50 steps"), ckpt, pos, neg, latent)
