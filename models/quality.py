@@ -48,12 +48,13 @@ def sample_batch(network, prompts: list[str], noise: torch.Tensor, steps: int, c
                              callback=None, disable=True)
 
 
-def measure(network, seeds: int = 64, size: int = 32, seed: int = 2026) -> dict:
-    """{"right_50", "keep_10", "keep_6", "rmse_10", "rmse_6", "seconds"} (see the module docstring)."""
+def measure(network, seeds: int = 64, size: int = 32, seed: int = 2026, cfg: float = 5.0) -> dict:
+    """{"right_50", "keep_10", "keep_6", "rmse_10", "rmse_6", "seconds"} (see the module docstring); ``cfg`` 5 is the
+    issue's measure."""
     prompts = quality_prompts(seeds)
     noise = torch.randn(seeds, 4, size, size, generator=torch.Generator().manual_seed(seed))
     start = time.perf_counter()
-    out = {s: sample_batch(network, [p for p, _, _ in prompts], noise, s) for s in (50, 10, 6)}
+    out = {s: sample_batch(network, [p for p, _, _ in prompts], noise, s, cfg=cfg) for s in (50, 10, 6)}
     read = {s: read_latents(x) for s, x in out.items()}
     want_shape = torch.tensor([s for _, s, _ in prompts])
     want_colour = torch.tensor([c for _, _, c in prompts])
@@ -99,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stepwise_sampler.models.quality", description=__doc__)
     parser.add_argument("weights", nargs="?", default=str(WEIGHTS))
     parser.add_argument("--picture", help="also write the 50/10/6-step picture here")
+    parser.add_argument("--cfg", type=float, default=5.0, help="guidance scale of the measure (default 5, the issue's)")
     args = parser.parse_args(argv)
     network, meta = load_network(args.weights)
-    result = measure(network)
+    result = measure(network, cfg=args.cfg)
     result.pop("samples")
     print(json.dumps({k: round(v, 4) for k, v in result.items()}))
     if args.picture:

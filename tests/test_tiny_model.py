@@ -75,25 +75,21 @@ def test_every_node_runs_on_it_and_the_lora_stand_in_changes_the_style(tiny):
 
 
 @pytest.mark.slow
-def test_a_good_model_that_keeps_its_picture_at_few_steps(tiny):
-    """64 seeds (one prompt each), dpmpp_2m/karras, cfg 5. The issue's bar is >= 90 % right at 50 steps, >= 90 % kept
-    at 10 steps and >= 70 % at 6; the shipped weights measure 98.4 %, 89.1 % and 45.3 % (the 10- and 6-step targets
-    are missed, see the README), so this guards the measured level against regressions: 95 %, 85 %, 40 %."""
-    prompts = quality_prompts(64)
-    noise = torch.randn(64, 4, 32, 32, generator=torch.Generator().manual_seed(2026))
-    readings = {}
-    for steps in (50, 10, 6):
-        readings[steps] = read_latents(sample_batch(tiny, [p for p, _, _ in prompts], noise, steps))
-    want_shape = torch.tensor([s for _, s, _ in prompts])
-    want_colour = torch.tensor([c for _, _, c in prompts])
-    r50 = readings[50]
-    right = ((r50.shape == want_shape) & (r50.colour == want_colour)).float().mean().item()
-    keep10 = ((readings[10].shape == r50.shape) & (readings[10].colour == r50.colour)).float().mean().item()
-    keep6 = ((readings[6].shape == r50.shape) & (readings[6].colour == r50.colour)).float().mean().item()
-    print(f"50 steps right {right:.3f}; kept at 10 steps {keep10:.3f}, at 6 steps {keep6:.3f}")
-    assert right >= 0.95, right
-    assert keep10 >= 0.85, keep10
-    assert keep6 >= 0.40, keep6
+@pytest.mark.parametrize("cfg,floors", [(5.0, (0.95, 0.85, 0.40)), (3.0, (0.90, 0.90, 0.70))])
+def test_a_good_model_that_keeps_its_picture_at_few_steps(tiny, cfg, floors):
+    """64 seeds (one prompt each), dpmpp_2m/karras. The issue's bar, at cfg 5, is >= 90 % right at 50 steps, >= 90 %
+    kept at 10 steps and >= 70 % at 6; the shipped weights measure 98.4 %, 89.1 % and 45.3 % there (the 10- and 6-step
+    targets are missed, see the README), so at cfg 5 this guards the measured level against regressions: 95 %, 85 %,
+    40 %. At cfg 3 (where its guided trajectory is no longer stiff) the same weights measure 100 %, 100 % and 84.4 %:
+    the issue's bar holds there, and is asserted."""
+    from stepwise_sampler.models.quality import measure
+
+    result = measure(tiny.network, cfg=cfg)
+    right, keep10, keep6 = result["right_50"], result["keep_10"], result["keep_6"]
+    print(f"cfg {cfg}: 50 steps right {right:.3f}; kept at 10 steps {keep10:.3f}, at 6 steps {keep6:.3f}")
+    assert right >= floors[0], right
+    assert keep10 >= floors[1], keep10
+    assert keep6 >= floors[2], keep6
 
 
 @pytest.mark.slow
