@@ -70,8 +70,8 @@ def measure(network, seeds: int = 64, size: int = 32, seed: int = 2026, cfg: flo
     return result
 
 
-def steps_picture(network, path: Path, prompts: int = 8, seed: int = 2026) -> Path:
-    """Rows of 50, 10 and 6 steps for the first ``prompts`` quality prompts (same seeds), labelled."""
+def steps_picture(network, path: Path, prompts: int = 8, seed: int = 2026, cfg: float = 5.0) -> Path:
+    """Rows of 50, 10 and 6 steps for the first ``prompts`` quality prompts (same seeds) at ``cfg``, labelled."""
     from PIL import Image, ImageDraw
 
     chosen = quality_prompts(prompts)
@@ -81,8 +81,9 @@ def steps_picture(network, path: Path, prompts: int = 8, seed: int = 2026) -> Pa
     sheet = Image.new("RGB", (label * 4 + tile * len(chosen), label + tile * 3), (24, 24, 28))
     draw = ImageDraw.Draw(sheet)
     for row, steps in enumerate((50, 10, 6)):
-        images = vae.decode(sample_batch(network, [p for p, _, _ in chosen], noise, steps) / world.SCALE_FACTOR)
+        images = vae.decode(sample_batch(network, [p for p, _, _ in chosen], noise, steps, cfg=cfg) / world.SCALE_FACTOR)
         draw.text((6, label + row * tile + tile // 2 - 6), f"{steps} steps", fill=(220, 220, 220))
+        draw.text((6, label + row * tile + tile // 2 + 8), f"cfg {cfg:g}", fill=(160, 160, 160))
         for k, img in enumerate(images):
             pic = Image.fromarray((img.clamp(0, 1).numpy() * 255).astype("uint8")).resize((tile, tile))
             sheet.paste(pic, (label * 4 + k * tile, label + row * tile))
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     result.pop("samples")
     print(json.dumps({k: round(v, 4) for k, v in result.items()}))
     if args.picture:
-        print(f"wrote {steps_picture(network, Path(args.picture))}")
+        print(f"wrote {steps_picture(network, Path(args.picture), cfg=args.cfg)}")
     return 0
 
 
