@@ -187,13 +187,19 @@ def img2img() -> dict:
     return g.to_json()
 
 
+def _style_lora(lay: Layout, ckpt: dict, title: str) -> dict:
+    """The demo's pixel-art style LoRA on the checkpoint's model and clip, in the first column."""
+    lora = lay.add(0, "LoraLoader", ["pixel-art-style.safetensors", 1.0, 1.0], title)
+    lay.g.link(ckpt, 0, lora, "model")
+    lay.g.link(ckpt, 1, lora, "clip")
+    return lora
+
+
 def style_switch(switch_at: int = 10) -> dict:
     g = GraphBuilder(node_registry())
     lay = Layout(g)
     ckpt, pos, neg, latent = _base(lay, "red apple on a table")
-    lora = lay.add(0, "LoraLoader", ["pixel-art-style.safetensors", 1.0, 1.0], "style (LoRA)")
-    g.link(ckpt, 0, lora, "model")
-    g.link(ckpt, 1, lora, "clip")
+    lora = _style_lora(lay, ckpt, "style (LoRA)")
     ks = "StepwiseKSamplerAdvanced"
     base = _wire(g, lay.add(2, ks, _adv("euler", 99999, 0, 10000, "disable"), "no style"), ckpt, pos, neg, latent)
     _decode_save(lay, ckpt, base, "style/no_style", 3)
@@ -330,9 +336,7 @@ def stages(boundary: float = 1.5) -> dict:
     g = GraphBuilder(node_registry())
     lay = Layout(g)
     ckpt, pos, neg, latent = _base(lay, "orange star on sky background")
-    lora = lay.add(0, "LoraLoader", ["pixel-art-style.safetensors", 1.0, 1.0], "second expert (style LoRA)")
-    g.link(ckpt, 0, lora, "model")
-    g.link(ckpt, 1, lora, "clip")
+    lora = _style_lora(lay, ckpt, "second expert (style LoRA)")
     pos_b = lay.add(1, "CLIPTextEncode", ["orange star on sky background, pixel art"], "positive for stage 2")
     g.link(ckpt, 1, pos_b, "clip")
     base = _wire(g, lay.add(2, "StepwiseKSampler", [11, "fixed", 20, 6.0, "dpmpp_2m", "karras", 1.0],

@@ -31,6 +31,17 @@ def fittable_names() -> list[str]:
     return [n for n in names if n in FITTABLE_SAMPLERS] + [n for n in FITTABLE_SAMPLERS if n not in names]
 
 
+def _fit_inputs(what: str) -> dict:
+    """The inputs both fit nodes open with: what is fitted to (model, prompts, latent shape) and the cfg it runs at."""
+    return {
+        "model": ("MODEL", {"tooltip": f"The model the {what} is fitted to."}),
+        "positive": ("CONDITIONING", {"tooltip": "The prompt it is fitted for."}),
+        "negative": ("CONDITIONING", {"tooltip": "The negative prompt (with cfg, as the sampler will use it)."}),
+        "latent_image": ("LATENT", {"tooltip": "Its shape (not its content) sizes the calibration batch."}),
+        "cfg": CFG_SPEC,
+    }
+
+
 def _calibration(backend, shape: tuple, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(noise, an empty latent) for a calibration batch of ``shape``."""
     latent = backend.fix_empty_latent_channels(torch.zeros(shape))
@@ -75,11 +86,7 @@ class StepwiseFitSchedule:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The model the schedule is fitted to."}),
-            "positive": ("CONDITIONING", {"tooltip": "The prompt it is fitted for."}),
-            "negative": ("CONDITIONING", {"tooltip": "The negative prompt (with cfg, as the sampler will use it)."}),
-            "latent_image": ("LATENT", {"tooltip": "Its shape (not its content) sizes the calibration batch."}),
-            "cfg": CFG_SPEC,
+            **_fit_inputs("schedule"),
             "steps": ("INT", {"default": 8, "min": 1, "max": 200, "tooltip": "The steps the fitted schedule has."}),
             "sampler_name": (fittable_names(), {"default": "uni_pc", "tooltip": "The sampler the schedule is fitted "
                                                 "for (deterministic samplers with a fixed step list)."}),
@@ -133,11 +140,7 @@ class StepwiseFitSolver:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "model": ("MODEL", {"tooltip": "The model the solver is fitted to."}),
-            "positive": ("CONDITIONING", {"tooltip": "The prompt it is fitted for."}),
-            "negative": ("CONDITIONING", {"tooltip": "The negative prompt (with cfg, as the sampler will use it)."}),
-            "latent_image": ("LATENT", {"tooltip": "Its shape (not its content) sizes the calibration batch."}),
-            "cfg": CFG_SPEC,
+            **_fit_inputs("solver"),
             "steps": ("INT", {"default": 8, "min": 1, "max": 50, "tooltip": "Model calls of the fitted solver."}),
             "base": (list(BASE_SOLVERS), {"default": "dpmpp_2m", "tooltip": "The solver whose coefficients the fit "
                                           "starts from (its order)."}),

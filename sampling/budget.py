@@ -1,11 +1,12 @@
 """What every fit shares: a hard budget of model calls, an interrupt asked before each call, progress after it."""
 from __future__ import annotations
 
+import math
 from typing import Any, Callable
 
 import torch
 
-__all__ = ["Budget", "Counted", "watched", "float_arg"]
+__all__ = ["Budget", "Counted", "watched", "float_arg", "sigma_range"]
 
 
 class Budget(Exception):
@@ -52,3 +53,14 @@ def float_arg(name: str, value: Any) -> float:
         return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name}: expected a number, got {str(value)[:40]!r}") from None
+
+
+def sigma_range(sigma_max: Any, sigma_min: Any) -> tuple[float, float]:
+    """(sigma_max, sigma_min) as floats, both finite and > 0 and in that order; else a ValueError naming the input."""
+    sigma_max, sigma_min = float_arg("sigma_max", sigma_max), float_arg("sigma_min", sigma_min)
+    for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
+        if not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
+    if not sigma_max > sigma_min:
+        raise ValueError(f"sigma_min: expected sigma_min < sigma_max ({sigma_max:g}), got {sigma_min:g}")
+    return sigma_max, sigma_min

@@ -30,7 +30,7 @@ import numpy
 import torch
 
 from ..schedulers.schedules import karras_ramp
-from .budget import Budget as _Budget, Counted as _Counted, float_arg as _float_arg, watched
+from .budget import Budget as _Budget, Counted as _Counted, float_arg as _float_arg, sigma_range, watched
 from .registry import FITTABLE_SAMPLERS, SAMPLERS
 
 __all__ = ["fit_schedule", "fit_schedule_report", "FitResult", "FITTABLE_SAMPLERS", "clear_fit_cache", "watched"]
@@ -89,11 +89,7 @@ def _check(noise, steps, sampler_name, sigma_max, sigma_min, teacher_steps, max_
         raise ValueError(f"steps: expected an integer in 1..200, got {steps!r}")
     if not (isinstance(noise, torch.Tensor) and noise.ndim >= 2 and noise.shape[0] >= 1 and noise.is_floating_point()):
         raise ValueError("noise: expected a float tensor of calibration noise (batch first)")
-    for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-    if not sigma_max > sigma_min:
-        raise ValueError(f"sigma_min: expected sigma_min < sigma_max ({sigma_max:g}), got {sigma_min:g}")
+    sigma_range(sigma_max, sigma_min)
     if isinstance(teacher_steps, bool) or not isinstance(teacher_steps, int) or teacher_steps < 8:
         raise ValueError(f"teacher_steps: expected an integer >= 8, got {teacher_steps!r}")
     if teacher_steps >= max_calls:

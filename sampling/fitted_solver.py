@@ -41,7 +41,7 @@ import torch
 from tqdm.auto import trange
 
 from ..schedulers.schedules import karras_ramp
-from .budget import Budget as _Budget, Counted as _Counted, float_arg as _float_arg, watched
+from .budget import Budget as _Budget, Counted as _Counted, sigma_range, watched
 
 
 __all__ = ["FittedSolver", "fit_solver", "sample_fitted", "BASE_SOLVERS", "teacher_run", "dp_steps",
@@ -331,12 +331,7 @@ def fit_solver(denoiser: Callable, noise: torch.Tensor, steps: int, sampler_name
     history length and starting coefficients). Returns a :class:`FittedSolver`. ``interrupt()`` is called before every
     model call (raise to stop); ``progress(calls, max_calls, prediction)`` after each."""
 
-    sigma_max, sigma_min = _float_arg("sigma_max", sigma_max), _float_arg("sigma_min", sigma_min)
-    for name, value in (("sigma_max", sigma_max), ("sigma_min", sigma_min)):
-        if not math.isfinite(value) or value <= 0:
-            raise ValueError(f"{name}: expected a finite number > 0, got {value!r}")
-    if not sigma_max > sigma_min:
-        raise ValueError(f"sigma_min: expected sigma_min < sigma_max ({sigma_max:g}), got {sigma_min:g}")
+    sigma_max, sigma_min = sigma_range(sigma_max, sigma_min)
     if sampler_name not in BASE_SOLVERS:
         raise ValueError(f"sampler_name: {sampler_name!r} cannot be the base of a fitted solver; allowed: "
                          f"{', '.join(BASE_SOLVERS)}")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -341,25 +340,32 @@ def _apply_limits(args: argparse.Namespace) -> None:
         WRITE_PARAMETERS[0] = False
 
 
-@contextlib.contextmanager
-def _command_settings():
+def command_settings() -> tuple:
     """The process-wide settings a command's flags set (--comfy-version, --max-image-pixels, --memory-budget,
-    --no-parameters) last for that command only: ``main`` called twice in one process (tests, a script) does not
-    carry one call's flags into the next."""
+    --no-parameters), as one value :func:`restore_command_settings` puts back."""
     from ..host import profile
     from ..sampling import resources
     from . import core_nodes, limits
 
-    saved = (profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0])
-    try:
-        yield
-    finally:
-        profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0] = saved
+    return profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0]
+
+
+def restore_command_settings(saved: tuple) -> None:
+    from ..host import profile
+    from ..sampling import resources
+    from . import core_nodes, limits
+
+    profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0] = saved
 
 
 def main(argv: list[str] | None = None) -> int:
-    with _command_settings():
+    """A command's flags last for that command only: ``main`` called twice in one process (tests, a script) does not
+    carry one call's flags into the next."""
+    saved = command_settings()
+    try:
         return _main(argv)
+    finally:
+        restore_command_settings(saved)
 
 
 def _main(argv: list[str] | None) -> int:

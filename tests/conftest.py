@@ -99,13 +99,8 @@ def running_server(out_dir, input_dir, listen="127.0.0.1"):
 def _command_settings_not_leaked():
     """A command's flags (``--comfy-version``, ``--no-parameters``, limits) last for that command only: after every
     test the process-wide settings are what they were before it (``cli.main`` restores them itself)."""
-    from stepwise_sampler.host import profile as host_profile
-    from stepwise_sampler.sampling import resources
-    from stepwise_sampler.standalone import core_nodes, limits
+    from stepwise_sampler.standalone.cli import command_settings
 
-    def settings():
-        return (host_profile._STANDALONE[0], limits._LIMIT[0], resources._BUDGET[0], core_nodes.WRITE_PARAMETERS[0])
-
-    saved = settings()
+    saved = command_settings()
     yield
-    assert settings() == saved, "a test left a process-wide setting changed"
+    assert command_settings() == saved, "a test left a process-wide setting changed"
