@@ -288,7 +288,15 @@ async function serveDefaultGraph() {
   try {
     // setup() runs before the editor opens its own graph: wait (without blocking it) until that graph is there
     const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-    for (let i = 0; i < 100 && !((app.graph?._nodes ?? app.graph?.nodes ?? []).length); i++) await sleep(50);
+    // and until its workflow tab exists (where the frontend has tabs): loading before that opens a second tab
+    // (seen on 1.48 under load, where the canvas has the graph's nodes before the tab is made)
+    for (let i = 0; i < 200; i++) {
+      const store = safe(() => app.extensionManager?.workflow);
+      const tabbed = !store || !!safe(() => store.activeWorkflow);
+      const drawn = (app.graph?._nodes ?? app.graph?.nodes ?? []).length > 0;
+      if (tabbed && (drawn || i >= 100)) break;
+      await sleep(50);
+    }
     await sleep(200);
     const stats = await (await api.fetchApi("/system_stats")).json();
     if (stats?.system?.comfyui_version !== "stepwise-serve") return;
